@@ -1,0 +1,155 @@
+# apiary - build, test, fuzz, install.
+#
+#   make            build build/apiaryd (and build/apiarystat once it exists)
+#   make run        deps + build + private PostgreSQL + apiaryd on :8080
+#   make test       deps + build + unit tests + fuzz corpus replay + integration
+#   make sanitize   the same tests against an ASan+UBSan build (build-san/)
+#   make fuzz       libFuzzer targets, each run for FUZZ_SECONDS
+#   make lint       clang-format check, cppcheck, clang-tidy
+#   make install    PREFIX=/usr/local DESTDIR=
+#
+# Objects go to $(BUILD); a change of flags forces a full rebuild through
+# $(BUILD)/.flags (the idea of redis's .make-settings).
+
+CC      ?= gcc
+BUILD   ?= build
+PREFIX  ?= /usr/local
+DESTDIR ?=
+FUZZ_SECONDS ?= 60
+PYTEST  ?= /usr/bin/python3 -m pytest
+
+PG_INCLUDE := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+
+WARN := -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wstrict-prototypes \
+        -Wmissing-prototypes -Wformat=2 -Wcast-qual -Wpointer-arith \
+        -Wwrite-strings -Wvla -Werror
+OPT     ?= -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong -fno-omit-frame-pointer
+SAN     ?=
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) \
+              -Iserver -Iworker -Ishm -isystem $(PG_INCLUDE) -MMD -MP $(EXTRA_CFLAGS)
+LDFLAGS_ALL := $(SAN) -rdynamic $(EXTRA_LDFLAGS)
+LIBS    := -lpq -lbsd -ljansson -lz -lm
+
+LIB_SRC := $(filter-out server/main.c shm/apiarystat.c,\
+             $(wildcard server/*.c worker/*.c shm/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_NAMES := $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
+STAT_BIN := $(if $(wildcard shm/apiarystat.c),$(BUILD)/apiarystat)
+
+.PHONY: all run test unit replay integration sanitize fuzz lint format \
+        install clean deps
+all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor
+
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' | cmp -s - $@ || \
+	    echo '$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL)' > $@
+FORCE:
+
+$(BUILD)/%.o: %.c $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(BUILD)/libapiary.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/apiaryd: $(BUILD)/server/main.o $(BUILD)/libapiary.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+$(BUILD)/apiarystat: $(BUILD)/shm/apiarystat.o $(BUILD)/libapiary.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS)
+
+# The floor of bench-health: a fixed-response epoll server.
+$(BUILD)/floor: $(BUILD)/scripts/floor.o
+	$(CC) $(LDFLAGS_ALL) -o $@ $^
+
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libapiary.a $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $(LDFLAGS_ALL) -o $@ $< \
+	    $(BUILD)/libapiary.a -lcmocka $(LIBS)
+
+$(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libapiary.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $(LDFLAGS_ALL) -o $@ \
+	    tests/fuzz/replay.c $< $(BUILD)/libapiary.a $(LIBS)
+
+deps:
+	@scripts/deps.sh build test
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+# Every committed corpus file and past crash, replayed under the gcc build.
+replay: $(REPLAY_BIN)
+	@set -e; for n in $(FUZZ_NAMES); do \
+	    $(BUILD)/tests/replay_$$n tests/fuzz/corpus/$$n tests/fuzz/regression/$$n; \
+	done
+
+integration: $(BUILD)/apiaryd
+	APIARY_BIN=$(abspath $(BUILD)/apiaryd) $(PYTEST) -q tests/integration
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit replay integration
+
+sanitize: deps
+	ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	$(MAKE) --no-print-directory BUILD=build-san \
+	    SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' \
+	    OPT='-O1 -g -fno-omit-frame-pointer' all unit replay integration
+
+FUZZ_CC := clang
+FUZZ_FLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -Iserver -Iworker -Ishm \
+              -isystem $(PG_INCLUDE) -fsanitize=fuzzer,address,undefined
+fuzz:
+	@scripts/deps.sh fuzz
+	@mkdir -p build-fuzz
+	@set -e; for n in $(FUZZ_NAMES); do \
+	    $(FUZZ_CC) $(FUZZ_FLAGS) -o build-fuzz/fuzz_$$n tests/fuzz/fuzz_$$n.c \
+	        $(LIB_SRC) $(LIBS); \
+	    mkdir -p build-fuzz/corpus_$$n; \
+	    echo "== fuzz_$$n for $(FUZZ_SECONDS)s"; \
+	    build-fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) \
+	        -artifact_prefix=tests/fuzz/ build-fuzz/corpus_$$n \
+	        tests/fuzz/corpus/$$n; \
+	done
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/pg.sh start
+	APIARY_DATABASE_URL="$$(scripts/pg.sh url)" $(BUILD)/apiaryd -o listen=8080
+
+CLANG_FORMAT ?= clang-format
+C_FILES = $(wildcard server/*.[ch] worker/*.[ch] shm/*.[ch] tests/unit/*.c tests/fuzz/*.c scripts/*.c)
+format:
+	$(CLANG_FORMAT) -i $(C_FILES)
+
+lint:
+	@scripts/deps.sh lint
+	$(CLANG_FORMAT) --dry-run --Werror $(C_FILES)
+	cppcheck -q --enable=warning,portability,performance --error-exitcode=1 \
+	    -D_GNU_SOURCE --suppress=missingIncludeSystem -Iserver -Iworker -Ishm \
+	    server worker shm
+	clang-tidy -quiet --checks='-*,clang-analyzer-*,bugprone-*,-bugprone-easily-swappable-parameters' \
+	    $(LIB_SRC) server/main.c -- -std=c11 -D_GNU_SOURCE -Iserver -Iworker -Ishm \
+	    -isystem $(PG_INCLUDE)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/apiary/sql
+	install -m 0755 $(BUILD)/apiaryd $(DESTDIR)$(PREFIX)/sbin/apiaryd
+	$(if $(STAT_BIN),install -d $(DESTDIR)$(PREFIX)/bin && \
+	    install -m 0755 $(STAT_BIN) $(DESTDIR)$(PREFIX)/bin/apiarystat)
+	$(if $(wildcard sql/*.sql),install -m 0644 sql/*.sql $(DESTDIR)$(PREFIX)/share/apiary/sql/)
+	install -d $(DESTDIR)$(PREFIX)/etc/apiary
+	install -m 0644 scripts/apiary.conf $(DESTDIR)$(PREFIX)/etc/apiary/apiary.conf.example
+
+clean:
+	rm -rf build build-san build-fuzz
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,443 @@
+/*
+ * config.c - the settings table and its three readers (file, environment,
+ * flags).  See config.h.
+ *
+ * Values are checked when they are set, against the key's type and range:
+ *   int     decimal integer within [min, max]
+ *   size    integer with an optional k/m/g suffix (powers of 1024)
+ *   bool    on/off, yes/no, true/false, 1/0
+ *   string  copied, must fit the field
+ *   level   debug/info/warn/error
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bsd/string.h>
+
+#include "log.h"
+
+enum key_type { K_INT, K_SIZE, K_BOOL, K_STRING, K_LEVEL };
+
+struct key {
+    const char *name;
+    enum key_type type;
+    size_t offset;
+    size_t size; /* string field size, or integer width */
+    uint64_t min, max;
+    const char *help;
+};
+
+#define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
+
+static const struct key keys[] = {
+    {"listen", K_STRING, F(listen), 0, 0,
+     "port, or comma-separated [addr]:port list"},
+    {"backlog", K_INT, F(backlog), 1, 65535, "listen(2) backlog"},
+    {"workers", K_INT, F(workers), 0, 256, "worker processes, 0 = CPUs"},
+    {"max_connections", K_INT, F(max_connections), 1, 1000000,
+     "client connections per worker"},
+    {"pidfile", K_STRING, F(pidfile), 0, 0, "pidfile path"},
+    {"error_log", K_STRING, F(error_log), 0, 0, "path, - for stderr"},
+    {"access_log", K_STRING, F(access_log), 0, 0,
+     "path, - for stdout, off"},
+    {"log_level", K_LEVEL, F(log_level), 0, 3, "debug|info|warn|error"},
+    {"header_timeout_ms", K_INT, F(header_timeout_ms), 1, 3600000,
+     "time to receive a header section"},
+    {"body_timeout_ms", K_INT, F(body_timeout_ms), 1, 3600000,
+     "time between body reads"},
+    {"keepalive_timeout_ms", K_INT, F(keepalive_timeout_ms), 1, 3600000,
+     "idle keep-alive connection lifetime"},
+    {"send_timeout_ms", K_INT, F(send_timeout_ms), 1, 3600000,
+     "time a client may leave output unread"},
+    {"request_timeout_ms", K_INT, F(request_timeout_ms), 1, 3600000,
+     "time to answer a request (504)"},
+    {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 1, 3600000,
+     "graceful shutdown (QUIT) drain limit"},
+    {"max_request_line", K_SIZE, F(max_request_line), 64, 1048576,
+     "request line limit (414)"},
+    {"max_header_bytes", K_SIZE, F(max_header_bytes), 64, 1048576,
+     "header section limit (431)"},
+    {"max_headers", K_INT, F(max_headers), 1, 10000,
+     "header field count limit (431)"},
+    {"max_body_bytes", K_SIZE, F(max_body_bytes), 0, 1073741824,
+     "request body limit (413)"},
+    {"output_buffer_limit", K_SIZE, F(output_buffer_limit), 4096,
+     1073741824, "unsent output per connection before it is closed"},
+    {"database_url", K_STRING, F(database_url), 0, 0, "libpq URL"},
+    {"debug_endpoints", K_BOOL, F(debug_endpoints), 0, 1,
+     "serve GET /debug/worker"},
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+void
+config_defaults(struct config *c)
+{
+    memset(c, 0, sizeof(*c));
+    strlcpy(c->listen, "8080", sizeof(c->listen));
+    c->backlog = 511;
+    c->workers = 0;
+    c->max_connections = 4096;
+    strlcpy(c->pidfile, "var/apiaryd.pid", sizeof(c->pidfile));
+    strlcpy(c->error_log, "-", sizeof(c->error_log));
+    strlcpy(c->access_log, "-", sizeof(c->access_log));
+    c->log_level = LOG_INFO;
+    c->header_timeout_ms = 10000;
+    c->body_timeout_ms = 30000;
+    c->keepalive_timeout_ms = 75000;
+    c->send_timeout_ms = 30000;
+    c->request_timeout_ms = 30000;
+    c->shutdown_timeout_ms = 30000;
+    c->max_request_line = 8192;
+    c->max_header_bytes = 16384;
+    c->max_headers = 100;
+    c->max_body_bytes = 1048576;
+    c->output_buffer_limit = 1048576;
+    c->debug_endpoints = false;
+}
+
+static const struct key *
+find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static int
+parse_uint(const char *v, bool suffix, uint64_t *out)
+{
+    uint64_t x = 0, mul = 1;
+    const char *p = v;
+
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    while (isdigit((unsigned char)*p)) {
+        unsigned d = (unsigned)(*p - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return -1;
+        x = x * 10 + d;
+        p++;
+    }
+    if (suffix && *p != '\0' && p[1] == '\0') {
+        switch (*p | 0x20) {
+        case 'k':
+            mul = 1024;
+            break;
+        case 'm':
+            mul = 1024 * 1024;
+            break;
+        case 'g':
+            mul = 1024 * 1024 * 1024;
+            break;
+        default:
+            return -1;
+        }
+        p++;
+        if (x > UINT64_MAX / mul)
+            return -1;
+        x *= mul;
+    }
+    if (*p != '\0')
+        return -1;
+    *out = x;
+    return 0;
+}
+
+int
+config_set(struct config *c, const char *name, const char *value,
+           const char *origin, char *diag, size_t diag_len)
+{
+    const struct key *k = find_key(name);
+    char *field;
+    uint64_t x;
+    int lv;
+
+    if (k == NULL) {
+        snprintf(diag, diag_len, "%s: unknown key \"%s\"", origin, name);
+        return -1;
+    }
+    field = (char *)c + k->offset;
+    switch (k->type) {
+    case K_STRING:
+        if (strlen(value) >= k->size) {
+            snprintf(diag, diag_len, "%s: %s: value longer than %zu bytes",
+                     origin, name, k->size - 1);
+            return -1;
+        }
+        memcpy(field, value, strlen(value) + 1);
+        return 0;
+    case K_BOOL:
+        if (!strcmp(value, "on") || !strcmp(value, "yes") ||
+            !strcmp(value, "true") || !strcmp(value, "1")) {
+            *(bool *)field = true;
+        } else if (!strcmp(value, "off") || !strcmp(value, "no") ||
+                   !strcmp(value, "false") || !strcmp(value, "0")) {
+            *(bool *)field = false;
+        } else {
+            snprintf(diag, diag_len,
+                     "%s: %s: expected on or off, got \"%s\"", origin, name,
+                     value);
+            return -1;
+        }
+        return 0;
+    case K_LEVEL:
+        lv = log_level_parse(value);
+        if (lv < 0) {
+            snprintf(diag, diag_len,
+                     "%s: %s: expected debug, info, warn or error, got "
+                     "\"%s\"",
+                     origin, name, value);
+            return -1;
+        }
+        *(uint32_t *)field = (uint32_t)lv;
+        return 0;
+    case K_INT:
+    case K_SIZE:
+        if (parse_uint(value, k->type == K_SIZE, &x) < 0 || x < k->min ||
+            x > k->max) {
+            snprintf(diag, diag_len,
+                     "%s: %s: expected an integer%s from %llu to %llu, got "
+                     "\"%s\"",
+                     origin, name, k->type == K_SIZE ? " (k/m/g allowed)" : "",
+                     (unsigned long long)k->min, (unsigned long long)k->max,
+                     value);
+            return -1;
+        }
+        if (k->size == sizeof(uint32_t))
+            *(uint32_t *)field = (uint32_t)x;
+        else
+            *(uint64_t *)field = x;
+        return 0;
+    }
+    return -1;
+}
+
+static int
+is_space(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r';
+}
+
+int
+config_parse(struct config *c, const char *text, size_t len,
+             const char *name, char *diag, size_t diag_len)
+{
+    size_t pos = 0;
+    unsigned lineno = 0;
+
+    while (pos < len) {
+        const char *line = text + pos;
+        const char *nl = memchr(line, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - line) : len - pos;
+        size_t a = 0, b, eq;
+        char key[64], value[CONFIG_PATH_MAX], origin[CONFIG_PATH_MAX + 32];
+
+        pos += n + (nl ? 1 : 0);
+        lineno++;
+        snprintf(origin, sizeof(origin), "%s:%u", name, lineno);
+
+        /* a '#' starts a comment anywhere: values never contain one */
+        const char *hash = memchr(line, '#', n);
+        if (hash)
+            n = (size_t)(hash - line);
+        while (a < n && is_space(line[a]))
+            a++;
+        b = n;
+        while (b > a && is_space(line[b - 1]))
+            b--;
+        if (a == b)
+            continue;
+        if (memchr(line + a, '\0', b - a)) {
+            snprintf(diag, diag_len, "%s: NUL byte in line", origin);
+            return -1;
+        }
+        const char *eqp = memchr(line + a, '=', b - a);
+        if (eqp == NULL) {
+            snprintf(diag, diag_len, "%s: expected \"key = value\"", origin);
+            return -1;
+        }
+        eq = (size_t)(eqp - line);
+        size_t ke = eq;
+        while (ke > a && is_space(line[ke - 1]))
+            ke--;
+        size_t vs = eq + 1;
+        while (vs < b && is_space(line[vs]))
+            vs++;
+        if (ke == a) {
+            snprintf(diag, diag_len, "%s: missing key before \"=\"", origin);
+            return -1;
+        }
+        if (ke - a >= sizeof(key)) {
+            snprintf(diag, diag_len, "%s: key too long", origin);
+            return -1;
+        }
+        if (b - vs >= sizeof(value)) {
+            snprintf(diag, diag_len, "%s: value too long", origin);
+            return -1;
+        }
+        memcpy(key, line + a, ke - a);
+        key[ke - a] = '\0';
+        memcpy(value, line + vs, b - vs);
+        value[b - vs] = '\0';
+        /* optional double quotes around the value */
+        size_t vl = b - vs;
+        if (vl >= 2 && value[0] == '"' && value[vl - 1] == '"') {
+            memmove(value, value + 1, vl - 2);
+            value[vl - 2] = '\0';
+        }
+        if (config_set(c, key, value, origin, diag, diag_len) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int
+config_load_file(struct config *c, const char *path, char *diag,
+                 size_t diag_len)
+{
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int fd, rc;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(diag, diag_len, "%s: cannot open: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        ssize_t r;
+        if (len == cap) {
+            char *t;
+            cap = cap ? cap * 2 : 4096;
+            if (cap > 16 * 1024 * 1024) {
+                snprintf(diag, diag_len, "%s: file too large", path);
+                goto fail;
+            }
+            t = realloc(text, cap);
+            if (t == NULL) {
+                snprintf(diag, diag_len, "%s: out of memory", path);
+                goto fail;
+            }
+            text = t;
+        }
+        r = read(fd, text + len, cap - len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(diag, diag_len, "%s: read() failed: %s", path,
+                     strerror(errno));
+            goto fail;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    (void)close(fd);
+    rc = config_parse(c, text, len, path, diag, diag_len);
+    free(text);
+    return rc;
+fail:
+    (void)close(fd);
+    free(text);
+    return -1;
+}
+
+int
+config_load_env(struct config *c, char *const envp[], char *diag,
+                size_t diag_len)
+{
+    for (size_t i = 0; envp && envp[i]; i++) {
+        const char *e = envp[i], *eq;
+        char key[64];
+        size_t n;
+
+        if (strncmp(e, "APIARY_", 7) != 0)
+            continue;
+        eq = strchr(e, '=');
+        if (eq == NULL)
+            continue;
+        n = (size_t)(eq - e) - 7;
+        if (n == 0 || n >= sizeof(key))
+            continue;
+        for (size_t k = 0; k < n; k++)
+            key[k] = (char)tolower((unsigned char)e[7 + k]);
+        key[n] = '\0';
+        if (strcmp(key, "log") == 0)
+            strlcpy(key, "log_level", sizeof(key));
+        if (find_key(key) == NULL)
+            continue;
+        char origin[80];
+        snprintf(origin, sizeof(origin), "%.*s", (int)(eq - e), e);
+        if (config_set(c, key, eq + 1, origin, diag, diag_len) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void
+config_finish(struct config *c)
+{
+    if (c->workers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->workers = n > 0 && n <= 256 ? (uint32_t)n : 1;
+    }
+}
+
+/* Prints a libpq URL with the password of "scheme://user:pass@" hidden. */
+static void
+print_url(FILE *out, const char *url)
+{
+    const char *auth = strstr(url, "://"), *at, *colon;
+
+    if (auth == NULL || (at = strchr(auth + 3, '@')) == NULL ||
+        (colon = memchr(auth + 3, ':', (size_t)(at - auth - 3))) == NULL) {
+        fprintf(out, "%s", url);
+        return;
+    }
+    fprintf(out, "%.*s:***%s", (int)(colon - url), url, at);
+}
+
+void
+config_print(const struct config *c, FILE *out)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        const char *field = (const char *)c + k->offset;
+
+        fprintf(out, "%-22s = ", k->name);
+        switch (k->type) {
+        case K_STRING:
+            if (strcmp(k->name, "database_url") == 0)
+                print_url(out, field);
+            else
+                fprintf(out, "%s", field);
+            break;
+        case K_BOOL:
+            fprintf(out, "%s", *(const bool *)field ? "on" : "off");
+            break;
+        case K_LEVEL:
+            fprintf(out, "%s",
+                    log_level_name((enum log_level) *
+                                   (const uint32_t *)field));
+            break;
+        case K_INT:
+        case K_SIZE:
+            if (k->size == sizeof(uint32_t))
+                fprintf(out, "%u", *(const uint32_t *)field);
+            else
+                fprintf(out, "%llu",
+                        (unsigned long long)*(const uint64_t *)field);
+            break;
+        }
+        fprintf(out, "\t# %s\n", k->help);
+    }
+}

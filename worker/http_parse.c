@@ -1,0 +1,851 @@
+/*
+ * http_parse.c - incremental HTTP/1.1 request parser and chunked decoder.
+ *
+ * The request parser works line by line.  memchr() (vectorised in glibc)
+ * finds the next LF; the line before it is checked and interpreted at once,
+ * so every byte is looked at a small, fixed number of times however the
+ * input is split.  p->pos remembers how far we scanned, p->line_start where
+ * the unfinished line begins.
+ *
+ * Strictness, with the rule each check implements:
+ *   - lines end in CRLF; a bare LF or a CR not followed by LF is an error
+ *     (RFC 9112 section 2.2 allows leniency; we choose rejection because a
+ *     proxy in front of us may frame differently: request smuggling);
+ *   - request-line = method SP request-target SP HTTP-version, single SPs
+ *     (RFC 9112 section 3);
+ *   - HTTP/1.x with x > 1 is served as HTTP/1.1, other majors get 505
+ *     (RFC 9110 section 2.5);
+ *   - field-name is a token and the colon follows it directly (RFC 9112
+ *     section 5.1: whitespace before the colon is a 400);
+ *   - a line starting with SP or HTAB is obs-fold: 400 (section 5.2);
+ *   - Transfer-Encoding: if chunked is present it must be the last coding
+ *     and appear once, else 400 (section 6.3); any coding other than
+ *     chunked is one we do not implement: 501 (section 6.1); present in an
+ *     HTTP/1.0 request, or together with Content-Length: 400 (section 6.1,
+ *     6.3);
+ *   - Content-Length is 1 to 18 plain digits; duplicates must be equal
+ *     (RFC 9110 section 8.6; a comma list is "not plain digits");
+ *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2).
+ *
+ * Only the fields the server acts on are kept (as slices); the others are
+ * validated and skipped, so there is no header array to size or fill.
+ */
+#include "http_parse.h"
+
+#include <string.h>
+
+enum parser_state { ST_REQUEST_LINE = 0, ST_FIELDS };
+
+enum {
+    SEEN_HOST = 1 << 0,
+    SEEN_CL = 1 << 1,
+    SEEN_TE = 1 << 2,
+    SEEN_TE_CHUNKED_LAST = 1 << 3,
+    SEEN_TE_CHUNKED_TWICE = 1 << 4, /* also: chunked followed by more */
+    SEEN_TE_OTHER = 1 << 5,
+    SEEN_EXPECT_BAD = 1 << 6,
+    SEEN_TE_CHUNKED = 1 << 7
+};
+
+enum { CONN_CLOSE = 1 << 0, CONN_KEEP_ALIVE = 1 << 1 };
+
+/* Empty lines tolerated before a request line (RFC 9112 section 2.2). */
+#define HTTP_LEADING_EMPTY_MAX 8
+
+/* Content-Length beyond 18 digits is refused before it can overflow. */
+#define CL_MAX_DIGITS 18
+
+/* 1 for tchar (RFC 9110 section 5.6.2). */
+static const unsigned char tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
+    ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
+    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
+    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
+    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
+static int
+hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (unsigned char)(c | 0x20);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* ASCII case-insensitive compare of s[0..n) with lower-case lit. */
+static int
+eq_lower(const char *s, const char *lit, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c | 0x20);
+        if (c != (unsigned char)lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+#define EQ_LIT(s, n, lit) ((n) == sizeof(lit) - 1 && eq_lower(s, lit, n))
+
+/*
+ * Checks field-value bytes: VCHAR, obs-text, SP, HTAB.  Eight bytes at a
+ * time while no byte is below 0x20 or equal to 0x7f (the classic
+ * "has less than" and "has zero" word tricks), byte by byte otherwise.
+ */
+static ssize_t
+check_value(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL;
+    const uint64_t highs = 0x8080808080808080ULL;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, del;
+        memcpy(&w, s + i, 8);
+        del = w ^ (ones * 0x7f);
+        if ((((w - ones * 0x20) & ~w) | ((del - ones) & ~del)) & highs)
+            break;
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != 0x7f)
+            continue;
+        if (c == '\t')
+            continue;
+        return c == '\r' ? HTTP_PARSE_E_BARE_CR : HTTP_PARSE_E_HEADER_VALUE;
+    }
+    return 0;
+}
+
+static enum http_method
+lookup_method(const char *s, size_t n)
+{
+    switch (n) {
+    case 3:
+        if (memcmp(s, "GET", 3) == 0)
+            return HTTP_GET;
+        if (memcmp(s, "PUT", 3) == 0)
+            return HTTP_PUT;
+        break;
+    case 4:
+        if (memcmp(s, "POST", 4) == 0)
+            return HTTP_POST;
+        if (memcmp(s, "HEAD", 4) == 0)
+            return HTTP_HEAD;
+        break;
+    case 5:
+        if (memcmp(s, "PATCH", 5) == 0)
+            return HTTP_PATCH;
+        if (memcmp(s, "TRACE", 5) == 0)
+            return HTTP_TRACE;
+        break;
+    case 6:
+        if (memcmp(s, "DELETE", 6) == 0)
+            return HTTP_DELETE;
+        break;
+    case 7:
+        if (memcmp(s, "OPTIONS", 7) == 0)
+            return HTTP_OPTIONS;
+        if (memcmp(s, "CONNECT", 7) == 0)
+            return HTTP_CONNECT;
+        break;
+    default:
+        break;
+    }
+    return HTTP_METHOD_NONE;
+}
+
+/* request-target bytes: visible ASCII except '#' (no fragment on the wire) */
+static int
+target_byte_ok(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '#';
+}
+
+static ssize_t
+parse_request_line(struct http_request *req, char *s, size_t n)
+{
+    size_t i = 0, m, t0, t1;
+    char *target;
+
+    while (i < n && tchar[(unsigned char)s[i]])
+        i++;
+    if (i == n || s[i] != ' ')
+        return i < n && s[i] == '\r' ? HTTP_PARSE_E_BARE_CR
+               : i == 0 || i == n   ? HTTP_PARSE_E_REQUEST_LINE
+                                    : HTTP_PARSE_E_METHOD;
+    if (i == 0)
+        return HTTP_PARSE_E_REQUEST_LINE;
+    m = i;
+    req->method_name.ptr = s;
+    req->method_name.len = (uint32_t)m;
+
+    t0 = ++i;
+    while (i < n && target_byte_ok((unsigned char)s[i]))
+        i++;
+    t1 = i;
+    if (i == n || s[i] != ' ')
+        return i < n && s[i] == '\r' ? HTTP_PARSE_E_BARE_CR
+                                     : HTTP_PARSE_E_TARGET;
+    if (t1 == t0)
+        return HTTP_PARSE_E_REQUEST_LINE;
+    i++;
+
+    /* HTTP-version = "HTTP/" DIGIT "." DIGIT, then end of line */
+    if (n - i != 8 || memcmp(s + i, "HTTP/", 5) != 0 ||
+        (unsigned)(s[i + 5] - '0') > 9 || s[i + 6] != '.' ||
+        (unsigned)(s[i + 7] - '0') > 9) {
+        for (size_t k = i; k < n; k++)
+            if (s[k] == '\r')
+                return HTTP_PARSE_E_BARE_CR;
+        return HTTP_PARSE_E_VERSION;
+    }
+    if (s[i + 5] != '1')
+        return HTTP_PARSE_E_VERSION_UNSUPP;
+    req->version_minor = s[i + 7] == '0' ? 0 : 1;
+
+    req->method = lookup_method(s, m);
+    if (req->method == HTTP_METHOD_NONE)
+        return HTTP_PARSE_E_UNKNOWN_METHOD;
+
+    target = s + t0;
+    req->target.ptr = target;
+    req->target.len = (uint32_t)(t1 - t0);
+
+    /* absolute-form (RFC 9112 section 3.2.2): keep only path and query */
+    if (target[0] != '/') {
+        size_t k = 0, tn = t1 - t0;
+        if (tn == 1 && target[0] == '*' && req->method == HTTP_OPTIONS) {
+            req->path.ptr = target;
+            req->path.len = 1;
+            return 0;
+        }
+        if (tn > 7 && eq_lower(target, "http://", 7))
+            k = 7;
+        else if (tn > 8 && eq_lower(target, "https://", 8))
+            k = 8;
+        else
+            return HTTP_PARSE_E_TARGET;
+        while (k < tn && target[k] != '/' && target[k] != '?')
+            k++;
+        if (k == tn || target[k] != '/')
+            return HTTP_PARSE_E_TARGET;
+        target += k;
+        t0 += k;
+    }
+    {
+        char *q = memchr(target, '?', t1 - t0);
+        size_t plen = q ? (size_t)(q - target) : t1 - t0;
+        req->path.ptr = target;
+        req->path.len = (uint32_t)plen;
+        if (q) {
+            req->query.ptr = q + 1;
+            req->query.len = (uint32_t)(t1 - t0 - plen - 1);
+        }
+    }
+    return 0;
+}
+
+/* Content-Length value: plain digits only. */
+static ssize_t
+parse_content_length(struct http_parser *p, struct http_request *req,
+                     const char *v, size_t n)
+{
+    uint64_t x = 0;
+
+    if (n == 0 || n > CL_MAX_DIGITS)
+        return HTTP_PARSE_E_CONTENT_LENGTH;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)v[i] - '0';
+        if (d > 9)
+            return HTTP_PARSE_E_CONTENT_LENGTH;
+        x = x * 10 + d;
+    }
+    if ((p->seen & SEEN_CL) && x != req->content_length)
+        return HTTP_PARSE_E_DUP_CONTENT_LENGTH;
+    p->seen |= SEEN_CL;
+    req->content_length = x;
+    return 0;
+}
+
+/* Calls fn on each element of a comma-separated list, OWS trimmed. */
+static void
+each_list_item(const char *v, size_t n, void (*fn)(void *, const char *,
+                                                    size_t),
+               void *arg)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t a, b;
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        a = i;
+        while (i < n && v[i] != ',')
+            i++;
+        b = i;
+        while (b > a && (v[b - 1] == ' ' || v[b - 1] == '\t'))
+            b--;
+        if (b > a)
+            fn(arg, v + a, b - a);
+    }
+}
+
+static void
+te_item(void *arg, const char *s, size_t n)
+{
+    struct http_parser *p = arg;
+
+    p->seen |= SEEN_TE;
+    if (p->seen & SEEN_TE_CHUNKED)
+        p->seen |= SEEN_TE_CHUNKED_TWICE; /* anything after chunked */
+    if (EQ_LIT(s, n, "chunked")) {
+        p->seen |= SEEN_TE_CHUNKED | SEEN_TE_CHUNKED_LAST;
+    } else {
+        p->seen = (uint8_t)(p->seen & ~SEEN_TE_CHUNKED_LAST);
+        p->seen |= SEEN_TE_OTHER;
+    }
+}
+
+static void
+conn_item(void *arg, const char *s, size_t n)
+{
+    struct http_parser *p = arg;
+
+    if (EQ_LIT(s, n, "close"))
+        p->conn_tokens |= CONN_CLOSE;
+    else if (EQ_LIT(s, n, "keep-alive"))
+        p->conn_tokens |= CONN_KEEP_ALIVE;
+}
+
+static ssize_t
+parse_field(struct http_parser *p, struct http_request *req, char *s,
+            size_t n)
+{
+    size_t i = 0, a, b;
+    char *v;
+    ssize_t rc;
+
+    if (s[0] == ' ' || s[0] == '\t')
+        return HTTP_PARSE_E_OBS_FOLD;
+    while (i < n && tchar[(unsigned char)s[i]])
+        i++;
+    if (i == n)
+        return HTTP_PARSE_E_HEADER_NAME;
+    if (s[i] != ':') {
+        if (s[i] == '\r')
+            return HTTP_PARSE_E_BARE_CR;
+        if (i > 0 && (s[i] == ' ' || s[i] == '\t')) {
+            size_t k = i;
+            while (k < n && (s[k] == ' ' || s[k] == '\t'))
+                k++;
+            if (k < n && s[k] == ':')
+                return HTTP_PARSE_E_SPACE_BEFORE_COLON;
+        }
+        return HTTP_PARSE_E_HEADER_NAME;
+    }
+    if (i == 0)
+        return HTTP_PARSE_E_HEADER_NAME;
+
+    a = i + 1;
+    b = n;
+    while (a < b && (s[a] == ' ' || s[a] == '\t'))
+        a++;
+    while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t'))
+        b--;
+    v = s + a;
+    rc = check_value(v, b - a);
+    if (rc < 0)
+        return rc;
+
+    struct http_slice val = {v, (uint32_t)(b - a)};
+    switch (i) {
+    case 4:
+        if (eq_lower(s, "host", 4)) {
+            if (p->seen & SEEN_HOST)
+                return HTTP_PARSE_E_DUP_HOST;
+            p->seen |= SEEN_HOST;
+            req->host = val;
+        }
+        break;
+    case 6:
+        if (eq_lower(s, "expect", 6)) {
+            if (EQ_LIT(v, b - a, "100-continue"))
+                req->expect_continue = true;
+            else
+                p->seen |= SEEN_EXPECT_BAD;
+        } else if (eq_lower(s, "origin", 6)) {
+            req->origin = val;
+        }
+        break;
+    case 10:
+        if (eq_lower(s, "connection", 10))
+            each_list_item(v, b - a, conn_item, p);
+        break;
+    case 12:
+        if (eq_lower(s, "content-type", 12))
+            req->content_type = val;
+        else if (eq_lower(s, "x-request-id", 12))
+            req->request_id = val;
+        break;
+    case 13:
+        if (eq_lower(s, "authorization", 13))
+            req->authorization = val;
+        break;
+    case 14:
+        if (eq_lower(s, "content-length", 14))
+            return parse_content_length(p, req, v, b - a);
+        break;
+    case 15:
+        if (eq_lower(s, "accept-encoding", 15))
+            req->accept_encoding = val;
+        else if (eq_lower(s, "idempotency-key", 15))
+            req->idempotency_key = val;
+        break;
+    case 17:
+        if (eq_lower(s, "transfer-encoding", 17)) {
+            p->seen |= SEEN_TE;
+            each_list_item(v, b - a, te_item, p);
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* Whole header section seen: apply the rules that need all fields. */
+static ssize_t
+finish(struct http_parser *p, struct http_request *req,
+       const struct http_limits *lim)
+{
+    ssize_t n;
+
+    if (req->version_minor == 1 && !(p->seen & SEEN_HOST))
+        return HTTP_PARSE_E_NO_HOST;
+    if (p->seen & SEEN_TE) {
+        if (req->version_minor == 0)
+            return HTTP_PARSE_E_TE_HTTP10;
+        if (p->seen & SEEN_CL)
+            return HTTP_PARSE_E_CL_AND_TE;
+        if ((p->seen & SEEN_TE_CHUNKED) &&
+            ((p->seen & SEEN_TE_CHUNKED_TWICE) ||
+             !(p->seen & SEEN_TE_CHUNKED_LAST)))
+            return HTTP_PARSE_E_TE_NOT_CHUNKED;
+        if (p->seen & SEEN_TE_OTHER)
+            return HTTP_PARSE_E_TE_UNKNOWN;
+        if (!(p->seen & SEEN_TE_CHUNKED))
+            return HTTP_PARSE_E_TE_NOT_CHUNKED; /* empty list */
+        req->chunked = true;
+    }
+    if (p->seen & SEEN_EXPECT_BAD)
+        return HTTP_PARSE_E_EXPECT;
+    if (req->version_minor == 0)
+        req->expect_continue = false; /* RFC 9110 section 10.1.1 */
+    if (!req->chunked && req->content_length > lim->max_body_bytes)
+        return HTTP_PARSE_E_BODY_TOO_LARGE;
+    req->has_body = req->chunked || req->content_length > 0;
+
+    if (req->version_minor == 1)
+        req->keep_alive = !(p->conn_tokens & CONN_CLOSE);
+    else
+        req->keep_alive = (p->conn_tokens & CONN_KEEP_ALIVE) &&
+                          !(p->conn_tokens & CONN_CLOSE);
+
+    if (req->path.len > 1 || req->path.ptr[0] != '*') {
+        n = http_percent_decode(req->path.ptr, req->path.len, false);
+        if (n < 0)
+            return n;
+        req->path.len = (uint32_t)n;
+    }
+    req->nfields = p->nfields;
+    return 0;
+}
+
+void
+http_request_rebase(struct http_request *req, const char *old_base,
+                    char *new_base)
+{
+    struct http_slice *s[] = {
+        &req->method_name, &req->target,          &req->path,
+        &req->query,       &req->host,            &req->content_type,
+        &req->accept_encoding, &req->authorization, &req->request_id,
+        &req->origin,      &req->idempotency_key,
+    };
+    for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++)
+        if (s[i]->ptr)
+            s[i]->ptr = new_base + (s[i]->ptr - old_base);
+}
+
+void
+http_parser_init(struct http_parser *p, struct http_request *req)
+{
+    memset(p, 0, sizeof(*p));
+    memset(req, 0, sizeof(*req));
+}
+
+ssize_t
+http_parse_request(struct http_parser *p, struct http_request *req,
+                   char *buf, size_t len, const struct http_limits *lim)
+{
+    size_t pos = p->pos;
+    ssize_t rc;
+
+    for (;;) {
+        char *nl = pos < len ? memchr(buf + pos, '\n', len - pos) : NULL;
+        size_t lf, start = p->line_start, end;
+
+        if (nl == NULL) {
+            p->pos = (uint32_t)len;
+            if (p->state == ST_REQUEST_LINE) {
+                if (len - start > (size_t)lim->max_request_line + 1)
+                    return HTTP_PARSE_E_URI_TOO_LONG;
+            } else if (len - p->fields_start > lim->max_header_bytes) {
+                return HTTP_PARSE_E_HEADERS_TOO_LARGE;
+            }
+            return HTTP_PARSE_AGAIN;
+        }
+        lf = (size_t)(nl - buf);
+        if (lf == start || buf[lf - 1] != '\r')
+            return HTTP_PARSE_E_BARE_LF;
+        end = lf - 1;
+        pos = lf + 1;
+        p->pos = (uint32_t)pos;
+        p->line_start = (uint32_t)pos;
+
+        if (p->state == ST_REQUEST_LINE) {
+            if (end == start) {
+                /* leading empty line: skip a few, not forever */
+                if (pos > 2 * HTTP_LEADING_EMPTY_MAX)
+                    return HTTP_PARSE_E_REQUEST_LINE;
+                continue;
+            }
+            if (end - start > lim->max_request_line)
+                return HTTP_PARSE_E_URI_TOO_LONG;
+            rc = parse_request_line(req, buf + start, end - start);
+            if (rc < 0)
+                return rc;
+            p->state = ST_FIELDS;
+            p->fields_start = (uint32_t)pos;
+            continue;
+        }
+
+        if (pos - p->fields_start > lim->max_header_bytes)
+            return HTTP_PARSE_E_HEADERS_TOO_LARGE;
+        if (end == start) {
+            rc = finish(p, req, lim);
+            if (rc < 0)
+                return rc;
+            req->header_bytes = (uint32_t)pos;
+            return (ssize_t)pos;
+        }
+        if (++p->nfields > lim->max_headers)
+            return HTTP_PARSE_E_TOO_MANY_HEADERS;
+        rc = parse_field(p, req, buf + start, end - start);
+        if (rc < 0)
+            return rc;
+    }
+}
+
+/* ---- chunked bodies (RFC 9112 section 7.1) ---- */
+
+enum chunk_state {
+    CH_SIZE = 0,  /* hex digits */
+    CH_SIZE_WS,   /* BWS after the digits */
+    CH_EXT,       /* chunk extension, skipped */
+    CH_SIZE_LF,   /* CR seen, LF expected */
+    CH_DATA,      /* chunk_left data bytes */
+    CH_DATA_CR,   /* CRLF after data */
+    CH_DATA_LF,
+    CH_TRAILER,   /* start of a trailer line or the final CRLF */
+    CH_TRAILER_LINE,
+    CH_TRAILER_LF,
+    CH_END_LF,    /* final CR seen */
+    CH_DONE
+};
+
+#define CHUNK_LINE_MAX 4096
+#define CHUNK_TRAILER_MAX 16384
+
+void
+http_chunked_init(struct http_chunked *c)
+{
+    memset(c, 0, sizeof(*c));
+}
+
+ssize_t
+http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
+                    uint64_t max_body_bytes)
+{
+    size_t in = (size_t)c->in;
+
+    while (in < len) {
+        unsigned char ch = (unsigned char)buf[in];
+        int h;
+
+        switch (c->state) {
+        case CH_SIZE:
+            h = hexval(ch);
+            if (h >= 0) {
+                if (++c->digits > 15)
+                    return HTTP_PARSE_E_CHUNK;
+                c->chunk_left = (c->chunk_left << 4) | (uint64_t)h;
+                in++;
+                break;
+            }
+            if (c->digits == 0)
+                return HTTP_PARSE_E_CHUNK;
+            c->state = CH_SIZE_WS;
+            /* fall through */
+        case CH_SIZE_WS:
+            if (ch == ' ' || ch == '\t') {
+                if (++c->line_bytes > CHUNK_LINE_MAX)
+                    return HTTP_PARSE_E_CHUNK;
+                in++;
+            } else if (ch == ';') {
+                c->state = CH_EXT;
+                in++;
+            } else if (ch == '\r') {
+                c->state = CH_SIZE_LF;
+                in++;
+            } else {
+                return HTTP_PARSE_E_CHUNK;
+            }
+            break;
+        case CH_EXT:
+            if (ch == '\r') {
+                c->state = CH_SIZE_LF;
+            } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f ||
+                       ++c->line_bytes > CHUNK_LINE_MAX) {
+                return HTTP_PARSE_E_CHUNK;
+            }
+            in++;
+            break;
+        case CH_SIZE_LF:
+            if (ch != '\n')
+                return HTTP_PARSE_E_CHUNK;
+            in++;
+            c->digits = 0;
+            c->line_bytes = 0;
+            if (c->chunk_left == 0) {
+                c->state = CH_TRAILER;
+                break;
+            }
+            if (c->chunk_left > max_body_bytes - c->out)
+                return HTTP_PARSE_E_BODY_TOO_LARGE;
+            c->state = CH_DATA;
+            break;
+        case CH_DATA: {
+            size_t n = len - in;
+            if (n > c->chunk_left)
+                n = (size_t)c->chunk_left;
+            if (c->out != in)
+                memmove(buf + c->out, buf + in, n);
+            c->out += n;
+            in += n;
+            c->chunk_left -= n;
+            if (c->chunk_left == 0)
+                c->state = CH_DATA_CR;
+            break;
+        }
+        case CH_DATA_CR:
+            if (ch != '\r')
+                return HTTP_PARSE_E_CHUNK;
+            c->state = CH_DATA_LF;
+            in++;
+            break;
+        case CH_DATA_LF:
+            if (ch != '\n')
+                return HTTP_PARSE_E_CHUNK;
+            c->state = CH_SIZE;
+            in++;
+            break;
+        case CH_TRAILER:
+            if (ch == '\r') {
+                c->state = CH_END_LF;
+                in++;
+                break;
+            }
+            if (ch == ' ' || ch == '\t' || ch == ':' || ch == '\n')
+                return HTTP_PARSE_E_CHUNK;
+            c->state = CH_TRAILER_LINE;
+            /* fall through */
+        case CH_TRAILER_LINE:
+            if (++c->trailer_bytes > CHUNK_TRAILER_MAX)
+                return HTTP_PARSE_E_CHUNK;
+            if (ch == '\r')
+                c->state = CH_TRAILER_LF;
+            else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                return HTTP_PARSE_E_CHUNK;
+            in++;
+            break;
+        case CH_TRAILER_LF:
+            if (ch != '\n')
+                return HTTP_PARSE_E_CHUNK;
+            c->state = CH_TRAILER;
+            in++;
+            break;
+        case CH_END_LF:
+            if (ch != '\n')
+                return HTTP_PARSE_E_CHUNK;
+            in++;
+            c->state = CH_DONE;
+            c->in = in;
+            return (ssize_t)in;
+        default:
+            return HTTP_PARSE_E_CHUNK;
+        }
+    }
+    c->in = in;
+    return c->state == CH_DONE ? (ssize_t)in : HTTP_PARSE_AGAIN;
+}
+
+/* ---- percent-decoding and query strings ---- */
+
+ssize_t
+http_percent_decode(char *s, size_t len, bool plus_space)
+{
+    size_t i, o = 0;
+
+    for (i = 0; i < len; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi, lo;
+            if (len - i < 3)
+                return HTTP_PARSE_E_PERCENT;
+            hi = hexval((unsigned char)s[i + 1]);
+            lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                return HTTP_PARSE_E_PERCENT;
+            ch = (char)(hi << 4 | lo);
+            i += 2;
+        } else if (ch == '+' && plus_space) {
+            ch = ' ';
+        }
+        s[o++] = ch;
+    }
+    return (ssize_t)o;
+}
+
+int
+http_query_next(struct http_slice *q, struct http_slice *key,
+                struct http_slice *value)
+{
+    while (q->len > 0) {
+        char *amp = memchr(q->ptr, '&', q->len);
+        size_t plen = amp ? (size_t)(amp - q->ptr) : q->len;
+        char *pair = q->ptr, *eq;
+        ssize_t kl, vl;
+
+        q->ptr += plen + (amp ? 1 : 0);
+        q->len -= (uint32_t)(plen + (amp ? 1 : 0));
+        if (plen == 0)
+            continue;
+        eq = memchr(pair, '=', plen);
+        kl = http_percent_decode(pair, eq ? (size_t)(eq - pair) : plen, true);
+        if (kl < 0)
+            return HTTP_PARSE_E_PERCENT;
+        key->ptr = pair;
+        key->len = (uint32_t)kl;
+        if (eq) {
+            vl = http_percent_decode(eq + 1, plen - (size_t)(eq - pair) - 1,
+                                     true);
+            if (vl < 0)
+                return HTTP_PARSE_E_PERCENT;
+            value->ptr = eq + 1;
+            value->len = (uint32_t)vl;
+        } else {
+            value->ptr = pair + plen;
+            value->len = 0;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- error table ---- */
+
+static const struct {
+    int status;
+    const char *message;
+} errors[] = {
+    [-HTTP_PARSE_E_REQUEST_LINE] = {400, "malformed request line"},
+    [-HTTP_PARSE_E_METHOD] = {400, "malformed method"},
+    [-HTTP_PARSE_E_UNKNOWN_METHOD] = {501, "method not implemented"},
+    [-HTTP_PARSE_E_TARGET] = {400, "malformed request target"},
+    [-HTTP_PARSE_E_VERSION] = {400, "malformed HTTP version"},
+    [-HTTP_PARSE_E_VERSION_UNSUPP] = {505, "HTTP version not supported"},
+    [-HTTP_PARSE_E_URI_TOO_LONG] = {414, "request line too long"},
+    [-HTTP_PARSE_E_HEADERS_TOO_LARGE] = {431, "header section too large"},
+    [-HTTP_PARSE_E_TOO_MANY_HEADERS] = {431, "too many header fields"},
+    [-HTTP_PARSE_E_BARE_CR] = {400, "bare CR in request"},
+    [-HTTP_PARSE_E_BARE_LF] = {400, "bare LF in request"},
+    [-HTTP_PARSE_E_OBS_FOLD] = {400, "obsolete line folding"},
+    [-HTTP_PARSE_E_SPACE_BEFORE_COLON] = {400,
+                                          "whitespace before header colon"},
+    [-HTTP_PARSE_E_HEADER_NAME] = {400, "malformed header field name"},
+    [-HTTP_PARSE_E_HEADER_VALUE] = {400, "invalid byte in header value"},
+    [-HTTP_PARSE_E_NO_HOST] = {400, "missing Host header"},
+    [-HTTP_PARSE_E_DUP_HOST] = {400, "duplicate Host header"},
+    [-HTTP_PARSE_E_CONTENT_LENGTH] = {400, "invalid Content-Length"},
+    [-HTTP_PARSE_E_DUP_CONTENT_LENGTH] = {400,
+                                          "conflicting Content-Length headers"},
+    [-HTTP_PARSE_E_CL_AND_TE] = {400, "both Content-Length and "
+                                      "Transfer-Encoding"},
+    [-HTTP_PARSE_E_TE_NOT_CHUNKED] = {400,
+                                      "chunked is not the final transfer "
+                                      "coding"},
+    [-HTTP_PARSE_E_TE_UNKNOWN] = {501, "transfer coding not implemented"},
+    [-HTTP_PARSE_E_TE_HTTP10] = {400, "Transfer-Encoding in HTTP/1.0"},
+    [-HTTP_PARSE_E_EXPECT] = {417, "unsupported expectation"},
+    [-HTTP_PARSE_E_BODY_TOO_LARGE] = {413, "request body too large"},
+    [-HTTP_PARSE_E_CHUNK] = {400, "malformed chunked body"},
+    [-HTTP_PARSE_E_PERCENT] = {400, "malformed percent-encoding"},
+};
+
+int
+http_parse_status(ssize_t code)
+{
+    if (code > HTTP_PARSE_AGAIN || code < HTTP_PARSE_E_LAST)
+        return 400;
+    if (code == HTTP_PARSE_AGAIN)
+        return 400;
+    return errors[-code].status;
+}
+
+const char *
+http_parse_message(ssize_t code)
+{
+    if (code >= HTTP_PARSE_AGAIN || code < HTTP_PARSE_E_LAST)
+        return "bad request";
+    return errors[-code].message;
+}
+
+static const char *const method_names[HTTP_METHOD_COUNT] = {
+    [HTTP_METHOD_NONE] = "", [HTTP_GET] = "GET",
+    [HTTP_HEAD] = "HEAD",    [HTTP_POST] = "POST",
+    [HTTP_PUT] = "PUT",      [HTTP_DELETE] = "DELETE",
+    [HTTP_PATCH] = "PATCH",  [HTTP_OPTIONS] = "OPTIONS",
+    [HTTP_CONNECT] = "CONNECT", [HTTP_TRACE] = "TRACE",
+};
+
+const char *
+http_method_name(enum http_method m)
+{
+    if ((unsigned)m >= HTTP_METHOD_COUNT)
+        return "";
+    return method_names[m];
+}

@@ -1,0 +1,54 @@
+/*
+ * response.h - HTTP/1.1 response serialisation.
+ *
+ * A response is written straight into a connection's output queue: status
+ * line, the fixed headers (Server, Date, Content-Type, Content-Length,
+ * Connection), optional extra header lines, then the body, in one reserve of
+ * the tail chunk when it fits (the usual case), so a small response is one
+ * memcpy-like pass and no allocation.
+ *
+ * The Date header is formatted once per second by response_date_update()
+ * (called from the worker's 1 s tick), never per request.
+ */
+#ifndef APIARY_RESPONSE_H
+#define APIARY_RESPONSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "buf.h"
+
+struct response {
+    int status;
+    const char *body;       /* NULL for none */
+    size_t body_len;
+    const char *extra;      /* extra header lines, each ending in CRLF */
+    size_t extra_len;
+    bool head;              /* HEAD: headers only, Content-Length kept */
+    bool keep_alive;
+    bool no_body_headers;   /* 204 / 304: no Content-Type/-Length */
+};
+
+/* Reformats the cached Date header for time now (seconds). */
+void response_date_update(time_t now);
+
+/* The reason phrase for a status ("Not Found"); "Unknown" if not listed. */
+const char *response_reason(int status);
+
+/*
+ * Appends the serialised response to q.  Returns the number of bytes
+ * appended, or -1 when out of memory (q may then hold a partial response:
+ * the caller must close the connection).
+ */
+long response_write(struct outq *q, struct bufpool *p,
+                    const struct response *r);
+
+/*
+ * Formats the JSON error body {"error":{"message":"...","code":N}} into
+ * buf (cap bytes), escaping the message.  Returns the length.
+ */
+size_t response_error_body(char *buf, size_t cap, int status,
+                           const char *message);
+
+#endif

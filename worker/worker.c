@@ -1,0 +1,497 @@
+/*
+ * worker.c - a worker process: set-up, accepting, signals, shutdown.
+ *
+ * Signals (nginx's meanings, SPEC 4), acted on in the loop, never in the
+ * handler: TERM/INT stop accepting, close idle connections and give the
+ * rest a short grace (WORKER_FAST_GRACE_MS) before exiting; QUIT stops
+ * accepting, closes idle keep-alive connections, lets requests in flight
+ * finish (each then closes) and exits when none is left or after
+ * shutdown_timeout_ms; USR1 reopens the log files.
+ *
+ * A fatal signal (SEGV, BUS, ILL, FPE, ABRT) first writes a backtrace to
+ * the error log with backtrace_symbols_fd() (async-signal-safe once
+ * libgcc is loaded, which worker_run() forces), then re-raises so the
+ * master sees the signal.
+ */
+#include "worker.h"
+
+#include <errno.h>
+#include <execinfo.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bsd/unistd.h>
+
+#include "conn.h"
+#include "handlers.h"
+#include "log.h"
+#include "response.h"
+
+/* Accepts per wake-up: bounded so one busy listener cannot starve clients. */
+#define ACCEPT_BATCH 16
+/* Re-register the listener every this many accepting wake-ups. */
+#define ACCEPT_REBALANCE_EVERY 1
+#define ACCEPT_RETRY_MS 100
+#define WORKER_FAST_GRACE_MS 500
+#define LINGER_MS 2000
+#define OUT_CHUNK_BYTES 16384
+
+enum { DRAIN_NONE = 0, DRAIN_GRACEFUL, DRAIN_FAST };
+
+static struct worker self;
+static volatile sig_atomic_t got_term, got_quit, got_reopen;
+static char crash_prefix[160];
+static size_t crash_prefix_len;
+
+struct worker *
+worker_self(void)
+{
+    return self.magic == WORKER_MAGIC ? &self : NULL;
+}
+
+static void
+on_signal(int signo)
+{
+    int saved = errno;
+    switch (signo) {
+    case SIGTERM:
+    case SIGINT:
+        got_term = 1;
+        break;
+    case SIGQUIT:
+        got_quit = 1;
+        break;
+    case SIGUSR1:
+        got_reopen = 1;
+        break;
+    default:
+        break;
+    }
+    errno = saved;
+}
+
+static void
+on_crash(int signo)
+{
+    static const char tail[] = "\"}\n";
+    static const char end[] =
+        "{\"level\":\"error\",\"msg\":\"end of backtrace\"}\n";
+    void *frames[64];
+    char num[8];
+    int fd = log_error_fd(), n, k = 0;
+
+    if (fd < 0)
+        fd = 2;
+    /* signal number by hand: snprintf is not async-signal-safe */
+    n = signo;
+    do {
+        num[k++] = (char)('0' + n % 10);
+        n /= 10;
+    } while (n && k < (int)sizeof(num));
+    (void)!write(fd, crash_prefix, crash_prefix_len);
+    while (k)
+        (void)!write(fd, &num[--k], 1);
+    (void)!write(fd, tail, sizeof(tail) - 1);
+    n = backtrace(frames, 64);
+    backtrace_symbols_fd(frames, n, fd);
+    (void)!write(fd, end, sizeof(end) - 1);
+    signal(signo, SIG_DFL);
+    raise(signo);
+}
+
+static void
+install_signals(unsigned id)
+{
+    static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    static char altstack[64 * 1024];
+    stack_t ss = {.ss_sp = altstack, .ss_size = sizeof(altstack)};
+    struct sigaction sa;
+    void *warm[2];
+    int n;
+
+    n = snprintf(crash_prefix, sizeof(crash_prefix),
+                 "{\"level\":\"error\",\"pid\":%d,\"proc\":\"worker %u\","
+                 "\"msg\":\"worker crashed on signal ",
+                 (int)getpid(), id);
+    crash_prefix_len = n > 0 ? (size_t)n : 0;
+    (void)backtrace(warm, 2); /* loads libgcc now, not in the handler */
+    if (sigaltstack(&ss, NULL) < 0)
+        log_warn("sigaltstack() failed: %s", strerror(errno));
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_crash;
+    sa.sa_flags = (int)(SA_RESETHAND | SA_ONSTACK);
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(fatal[0]); i++)
+        sigaction(fatal[i], &sa, NULL);
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+}
+
+/* ---- accepting ---- */
+
+static void on_accept(struct loop *loop, struct loop_watch *w,
+                      uint32_t events);
+
+static void
+listener_register(struct worker *wk, struct listener *l)
+{
+    if (l->registered || wk->accept_stopped)
+        return;
+    if (loop_add(wk->loop, &l->w, l->fd, EPOLLIN | EPOLLEXCLUSIVE,
+                 on_accept) < 0) {
+        log_error("epoll_ctl(ADD) failed for listener %d: %s", l->fd,
+                  strerror(errno));
+        return;
+    }
+    l->registered = true;
+}
+
+static void
+listener_unregister(struct worker *wk, struct listener *l)
+{
+    if (!l->registered)
+        return;
+    if (loop_del(wk->loop, &l->w) < 0)
+        log_error("epoll_ctl(DEL) failed for listener %d: %s", l->fd,
+                  strerror(errno));
+    l->registered = false;
+}
+
+static void
+pause_accept(struct worker *wk, uint32_t retry_ms)
+{
+    for (unsigned i = 0; i < wk->nlisteners; i++)
+        listener_unregister(wk, &wk->listeners[i]);
+    wk->accept_paused = true;
+    if (retry_ms)
+        timer_start(wk->loop, &wk->accept_q, &wk->accept_timer);
+}
+
+static void
+resume_accept(struct worker *wk)
+{
+    if (!wk->accept_paused || wk->accept_stopped)
+        return;
+    if (wk->nconns >= wk->cfg->max_connections)
+        return;
+    wk->accept_paused = false;
+    timer_stop(&wk->accept_timer);
+    for (unsigned i = 0; i < wk->nlisteners; i++)
+        listener_register(wk, &wk->listeners[i]);
+}
+
+static void
+accept_retry(struct loop *loop, struct timer *t)
+{
+    (void)loop;
+    (void)t;
+    resume_accept(&self);
+}
+
+static void
+on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+    struct listener *l = container_of(w, struct listener, w);
+    struct worker *wk = &self;
+    int accepted = 0;
+
+    (void)loop;
+    (void)events;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd, one = 1;
+
+        if (wk->nconns >= wk->cfg->max_connections) {
+            log_warn("worker %u at max_connections (%u): pausing accept",
+                     wk->id, wk->cfg->max_connections);
+            pause_accept(wk, 0);
+            return;
+        }
+        fd = accept4(l->fd, (struct sockaddr *)&ss, &sl,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM) {
+                log_warn("accept4() failed: %s; pausing accept for %d ms",
+                         strerror(errno), ACCEPT_RETRY_MS);
+                pause_accept(wk, ACCEPT_RETRY_MS);
+                return;
+            }
+            log_error("accept4() failed: %s", strerror(errno));
+            break;
+        }
+        if ((unsigned)fd >= wk->conns_cap) {
+            log_error("accepted fd %d beyond the connection table (%u)", fd,
+                      wk->conns_cap);
+            (void)close(fd);
+            continue;
+        }
+        if (ss.ss_family != AF_UNIX &&
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+            log_debug("setsockopt(TCP_NODELAY) failed: %s", strerror(errno));
+        conn_open(wk, fd, (struct sockaddr *)&ss);
+        wk->accepted++;
+        accepted++;
+    }
+    /*
+     * EPOLLEXCLUSIVE wakes the first registered waiter; re-adding the
+     * listener moves this worker to the back of the queue so the next
+     * connection wakes another one (nginx does this every 16 wake-ups).
+     */
+    if (accepted && ++wk->accept_wakeups % ACCEPT_REBALANCE_EVERY == 0 &&
+        l->registered) {
+        listener_unregister(wk, l);
+        listener_register(wk, l);
+    }
+}
+
+/* ---- shutdown ---- */
+
+static void
+drain_expired(struct loop *loop, struct timer *t)
+{
+    (void)t;
+    if (self.nconns > 0)
+        log_warn("worker %u: shutdown grace over with %u connection(s) "
+                 "open; exiting",
+                 self.id, self.nconns);
+    loop_stop(loop);
+}
+
+static void
+begin_shutdown(struct worker *wk, int mode)
+{
+    uint32_t grace;
+
+    if (wk->draining == DRAIN_FAST || wk->draining == mode)
+        return;
+    for (unsigned i = 0; i < wk->nlisteners; i++) {
+        listener_unregister(wk, &wk->listeners[i]);
+        if (close(wk->listeners[i].fd) < 0)
+            log_error("close() of listener failed: %s", strerror(errno));
+        wk->listeners[i].fd = -1;
+    }
+    wk->nlisteners = 0;
+    wk->accept_stopped = true;
+    timer_stop(&wk->accept_timer);
+    wk->draining = mode;
+    grace = mode == DRAIN_FAST ? WORKER_FAST_GRACE_MS
+                               : wk->cfg->shutdown_timeout_ms;
+    log_info("worker %u: %s shutdown, %u connection(s) open", wk->id,
+             mode == DRAIN_FAST ? "fast" : "graceful", wk->nconns);
+    timer_stop(&wk->drain_timer);
+    timer_queue_init(&wk->drain_q, grace, drain_expired);
+    if (!wk->drain_q_added) {
+        if (loop_add_queue(wk->loop, &wk->drain_q) < 0)
+            log_error("cannot add the drain timer");
+        wk->drain_q_added = true;
+    }
+    timer_start(wk->loop, &wk->drain_q, &wk->drain_timer);
+    for (unsigned fd = 0; fd < wk->conns_cap; fd++) {
+        struct conn *c = &wk->conns[fd];
+        if (c->state != CONN_FREE && c->magic == CONN_MAGIC)
+            conn_close_if_idle(wk, c);
+    }
+    if (wk->nconns == 0)
+        loop_stop(wk->loop);
+}
+
+void
+worker_conn_closed(struct worker *wk)
+{
+    if (wk->accept_paused && !wk->accept_timer.queue)
+        resume_accept(wk);
+    if (wk->draining && wk->nconns == 0)
+        loop_stop(wk->loop);
+}
+
+/* ---- loop hooks ---- */
+
+static void
+before_sleep(struct loop *loop, void *arg)
+{
+    struct worker *wk = arg;
+
+    (void)loop;
+    if (got_reopen) {
+        got_reopen = 0;
+        if (log_reopen() < 0)
+            log_error("reopening logs failed: %s", strerror(errno));
+    }
+    if (got_term) {
+        got_term = 0;
+        begin_shutdown(wk, DRAIN_FAST);
+    }
+    if (got_quit) {
+        got_quit = 0;
+        begin_shutdown(wk, DRAIN_GRACEFUL);
+    }
+    conn_flush_pending(wk);
+    log_flush();
+}
+
+static void
+after_events(struct loop *loop, void *arg)
+{
+    (void)loop;
+    conn_reap_closed(arg);
+}
+
+static void
+tick(struct loop *loop, void *arg)
+{
+    (void)loop;
+    (void)arg;
+    response_date_update(time(NULL));
+}
+
+/* ---- set-up ---- */
+
+static void
+worker_fail(const char *what)
+{
+    log_error("worker start failed: %s: %s", what, strerror(errno));
+    exit(2);
+}
+
+_Noreturn void
+worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
+           unsigned nlisten)
+{
+    struct worker *wk = &self;
+    struct rlimit rl;
+    char proc[32];
+    sigset_t block, sleep_mask;
+    uint32_t hdr;
+
+    memset(wk, 0, sizeof(*wk));
+    wk->magic = WORKER_MAGIC;
+    wk->id = id;
+    wk->cfg = cfg;
+    snprintf(proc, sizeof(proc), "worker %u", id);
+    log_set_proc(proc);
+    setproctitle("-apiaryd: worker %u", id);
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+        log_warn("prctl(PR_SET_PDEATHSIG) failed: %s", strerror(errno));
+
+    install_signals(id);
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGQUIT);
+    sigaddset(&block, SIGUSR1);
+    /* blocked except while sleeping; the master's other signals open */
+    sigprocmask(SIG_SETMASK, &block, NULL);
+    sigemptyset(&sleep_mask);
+
+    wk->limits.max_request_line = cfg->max_request_line;
+    wk->limits.max_header_bytes = cfg->max_header_bytes;
+    wk->limits.max_headers = cfg->max_headers;
+    wk->limits.max_body_bytes = cfg->max_body_bytes;
+    /* leading empty lines + request line + CRLF + fields + one more byte */
+    wk->header_cap = 16 + (size_t)cfg->max_request_line + 2 +
+                     cfg->max_header_bytes + 2;
+    hdr = (uint32_t)((wk->header_cap + 4095) & ~(size_t)4095);
+    if (hdr < 16384)
+        hdr = 16384;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        worker_fail("getrlimit(RLIMIT_NOFILE)");
+    wk->conns_cap = rl.rlim_cur > 4194304 ? 4194304 : (unsigned)rl.rlim_cur;
+    /* calloc of a large table is fresh zero pages: untouched fds cost nothing */
+    wk->conns = calloc(wk->conns_cap, sizeof(struct conn));
+    if (wk->conns == NULL)
+        worker_fail("calloc(connection table)");
+
+    bufpool_init(&wk->in_pool, hdr, 64);
+    bufpool_init(&wk->out_pool, OUT_CHUNK_BYTES, 256);
+    wk->scratch = bufpool_get(&wk->in_pool, hdr);
+    if (wk->scratch == NULL)
+        worker_fail("malloc(scratch buffer)");
+
+    wk->loop = loop_new();
+    if (wk->loop == NULL)
+        worker_fail("epoll_create1()");
+    timer_queue_init(&wk->header_q, cfg->header_timeout_ms,
+                     conn_header_timeout);
+    timer_queue_init(&wk->body_q, cfg->body_timeout_ms, conn_body_timeout);
+    timer_queue_init(&wk->keepalive_q, cfg->keepalive_timeout_ms,
+                     conn_keepalive_timeout);
+    timer_queue_init(&wk->send_q, cfg->send_timeout_ms, conn_send_timeout);
+    timer_queue_init(&wk->linger_q, LINGER_MS, conn_linger_timeout);
+    timer_queue_init(&wk->accept_q, ACCEPT_RETRY_MS, accept_retry);
+    timer_init(&wk->accept_timer);
+    timer_init(&wk->drain_timer);
+    loop_add_queue(wk->loop, &wk->header_q);
+    loop_add_queue(wk->loop, &wk->body_q);
+    loop_add_queue(wk->loop, &wk->keepalive_q);
+    loop_add_queue(wk->loop, &wk->send_q);
+    loop_add_queue(wk->loop, &wk->linger_q);
+    loop_add_queue(wk->loop, &wk->accept_q);
+    loop_set_tick(wk->loop, 1000, tick, wk);
+    loop_set_before_sleep(wk->loop, before_sleep, wk);
+    loop_set_after_events(wk->loop, after_events, wk);
+    response_date_update(time(NULL));
+
+    router_init(&wk->router);
+    if (handlers_register(&wk->router, cfg) < 0) {
+        log_error("worker start failed: route table too small");
+        exit(2);
+    }
+
+    if (nlisten > WORKER_MAX_LISTENERS)
+        nlisten = WORKER_MAX_LISTENERS;
+    for (unsigned i = 0; i < nlisten; i++) {
+        wk->listeners[i].fd = listen_fds[i];
+        listener_register(wk, &wk->listeners[i]);
+        if (!wk->listeners[i].registered)
+            worker_fail("epoll_ctl(listener)");
+    }
+    wk->nlisteners = nlisten;
+
+    log_debug("worker %u started", id);
+    if (loop_run(wk->loop, &sleep_mask) < 0)
+        log_error("epoll_pwait() failed: %s", strerror(errno));
+
+    /* orderly exit: close what is left, free what we own (valgrind) */
+    for (unsigned fd = 0; fd < wk->conns_cap; fd++)
+        if (wk->conns[fd].state != CONN_FREE)
+            conn_close(wk, &wk->conns[fd], "worker exiting");
+    conn_reap_closed(wk);
+    log_flush();
+    bufpool_put(&wk->in_pool, &wk->scratch);
+    bufpool_fini(&wk->in_pool);
+    bufpool_fini(&wk->out_pool);
+    conn_fini();
+    free(wk->conns);
+    loop_free(&wk->loop);
+    log_debug("worker %u exiting", id);
+    exit(0);
+}
