@@ -30,6 +30,7 @@
 #include <bsd/libutil.h>
 #include <bsd/unistd.h>
 
+#include "balance.h"
 #include "listen.h"
 #include "log.h"
 #include "worker.h"
@@ -172,6 +173,7 @@ reap(bool shutting_down)
             continue;
         }
         s->pid = 0;
+        balance_reset(s->id);
         if (WIFSIGNALED(status)) {
             log_error("worker %u (pid %d) killed by signal %d (%s)", s->id,
                       (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
@@ -290,6 +292,10 @@ master_run(struct config *cfg, int daemonize)
     sigemptyset(&empty);
 
     nslots = cfg->workers < MAX_WORKERS ? cfg->workers : MAX_WORKERS;
+    if (balance_open(nslots) < 0)
+        log_warn("mmap() for the balance counters failed: %s; connections "
+                 "may spread unevenly",
+                 strerror(errno));
     for (unsigned i = 0; i < nslots; i++) {
         slots[i].id = i + 1;
         spawn(&slots[i]);

@@ -31,9 +31,10 @@ debug_worker(struct req_ctx *ctx)
 
     n = snprintf(body, sizeof(body),
                  "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
-                 "\"active\":%u,\"requests\":%llu}",
+                 "\"active\":%u,\"requests\":%llu,\"yields\":%llu}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
-                 wk->nconns, (unsigned long long)wk->requests);
+                 wk->nconns, (unsigned long long)wk->requests,
+                 (unsigned long long)wk->yields);
     conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
 }
 

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #define LOOP_MAX_EVENTS 256
-#define LOOP_MAX_QUEUES 8
+#define LOOP_MAX_QUEUES 16
 
 struct loop {
     int epfd;

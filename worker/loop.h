@@ -88,7 +88,7 @@ void timer_init(struct timer *t);
 void timer_start(struct loop *loop, struct timer_queue *q, struct timer *t);
 /* Stops t if running.  O(1). */
 void timer_stop(struct timer *t);
-/* Registers q so the loop fires its timers.  At most 8 queues. */
+/* Registers q so the loop fires its timers.  At most 16 queues. */
 int loop_add_queue(struct loop *loop, struct timer_queue *q);
 
 /* fn(loop, arg) every interval_ms (the Date refresh, shutdown checks). */

@@ -12,6 +12,9 @@
  * the error log with backtrace_symbols_fd() (async-signal-safe once
  * libgcc is loaded, which worker_run() forces), then re-raises so the
  * master sees the signal.
+ *
+ * Accepting: see worker.h for the spreading rules and balance.h for why
+ * re-registering the listener alone is not enough.
  */
 #include "worker.h"
 
@@ -31,6 +34,7 @@
 
 #include <bsd/unistd.h>
 
+#include "balance.h"
 #include "conn.h"
 #include "handlers.h"
 #include "log.h"
@@ -179,14 +183,21 @@ listener_unregister(struct worker *wk, struct listener *l)
     l->registered = false;
 }
 
+/*
+ * Stops accepting; retry (if not NULL) is the queue of the resume timer.
+ * A yield keeps this worker counted as accepting, so the others do not
+ * run ahead of it while it steps aside for a moment.
+ */
 static void
-pause_accept(struct worker *wk, uint32_t retry_ms)
+pause_accept(struct worker *wk, struct timer_queue *retry)
 {
     for (unsigned i = 0; i < wk->nlisteners; i++)
         listener_unregister(wk, &wk->listeners[i]);
     wk->accept_paused = true;
-    if (retry_ms)
-        timer_start(wk->loop, &wk->accept_q, &wk->accept_timer);
+    if (retry != &wk->yield_q)
+        balance_set_accepting(wk->id, false);
+    if (retry)
+        timer_start(wk->loop, retry, &wk->accept_timer);
 }
 
 static void
@@ -200,6 +211,7 @@ resume_accept(struct worker *wk)
     timer_stop(&wk->accept_timer);
     for (unsigned i = 0; i < wk->nlisteners; i++)
         listener_register(wk, &wk->listeners[i]);
+    balance_set_accepting(wk->id, true);
 }
 
 static void
@@ -207,6 +219,17 @@ accept_retry(struct loop *loop, struct timer *t)
 {
     (void)loop;
     (void)t;
+    resume_accept(&self);
+}
+
+static void
+yield_over(struct loop *loop, struct timer *t)
+{
+    (void)loop;
+    (void)t;
+    /* take at least one connection before yielding again, so a queued
+     * connection that woke nobody else is not left waiting */
+    self.must_accept = true;
     resume_accept(&self);
 }
 
@@ -227,7 +250,12 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
         if (wk->nconns >= wk->cfg->max_connections) {
             log_warn("worker %u at max_connections (%u): pausing accept",
                      wk->id, wk->cfg->max_connections);
-            pause_accept(wk, 0);
+            pause_accept(wk, NULL);
+            return;
+        }
+        if (!wk->must_accept && balance_should_yield(wk->id)) {
+            wk->yields++;
+            pause_accept(wk, &wk->yield_q);
             return;
         }
         fd = accept4(l->fd, (struct sockaddr *)&ss, &sl,
@@ -241,7 +269,7 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
                 errno == ENOMEM) {
                 log_warn("accept4() failed: %s; pausing accept for %d ms",
                          strerror(errno), ACCEPT_RETRY_MS);
-                pause_accept(wk, ACCEPT_RETRY_MS);
+                pause_accept(wk, &wk->accept_q);
                 return;
             }
             log_error("accept4() failed: %s", strerror(errno));
@@ -257,6 +285,8 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
             log_debug("setsockopt(TCP_NODELAY) failed: %s", strerror(errno));
         conn_open(wk, fd, (struct sockaddr *)&ss);
+        balance_set_active(wk->id, wk->nconns);
+        wk->must_accept = false;
         wk->accepted++;
         accepted++;
     }
@@ -300,6 +330,7 @@ begin_shutdown(struct worker *wk, int mode)
     }
     wk->nlisteners = 0;
     wk->accept_stopped = true;
+    balance_set_accepting(wk->id, false);
     timer_stop(&wk->accept_timer);
     wk->draining = mode;
     grace = mode == DRAIN_FAST ? WORKER_FAST_GRACE_MS
@@ -326,6 +357,7 @@ begin_shutdown(struct worker *wk, int mode)
 void
 worker_conn_closed(struct worker *wk)
 {
+    balance_set_active(wk->id, wk->nconns);
     if (wk->accept_paused && !wk->accept_timer.queue)
         resume_accept(wk);
     if (wk->draining && wk->nconns == 0)
@@ -447,6 +479,7 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     timer_queue_init(&wk->send_q, cfg->send_timeout_ms, conn_send_timeout);
     timer_queue_init(&wk->linger_q, LINGER_MS, conn_linger_timeout);
     timer_queue_init(&wk->accept_q, ACCEPT_RETRY_MS, accept_retry);
+    timer_queue_init(&wk->yield_q, BALANCE_YIELD_MS, yield_over);
     timer_init(&wk->accept_timer);
     timer_init(&wk->drain_timer);
     loop_add_queue(wk->loop, &wk->header_q);
@@ -455,6 +488,7 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     loop_add_queue(wk->loop, &wk->send_q);
     loop_add_queue(wk->loop, &wk->linger_q);
     loop_add_queue(wk->loop, &wk->accept_q);
+    loop_add_queue(wk->loop, &wk->yield_q);
     loop_set_tick(wk->loop, 1000, tick, wk);
     loop_set_before_sleep(wk->loop, before_sleep, wk);
     loop_set_after_events(wk->loop, after_events, wk);
@@ -475,6 +509,8 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
             worker_fail("epoll_ctl(listener)");
     }
     wk->nlisteners = nlisten;
+    balance_set_active(id, 0);
+    balance_set_accepting(id, true);
 
     log_debug("worker %u started", id);
     if (loop_run(wk->loop, &sleep_mask) < 0)

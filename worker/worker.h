@@ -11,9 +11,11 @@
  * in their epoll set with EPOLLEXCLUSIVE, so one connection wakes one
  * worker.  The kernel prefers the waiter that registered first; to spread
  * connections, a worker re-registers the listener (moving itself to the back
- * of the wait queue) after each wake-up in which it accepted.  A worker at
- * its connection limit, or out of descriptors, unregisters the listener for
- * a moment and the others take the load.
+ * of the wait queue) after each wake-up in which it accepted, and a worker
+ * holding clearly more connections than the least-loaded one yields for a
+ * couple of milliseconds (shm/balance.h).  A worker at its connection
+ * limit, or out of descriptors, unregisters the listener until it has room
+ * (or for ACCEPT_RETRY_MS) and the others take the load.
  */
 #ifndef APIARY_WORKER_H
 #define APIARY_WORKER_H
@@ -52,6 +54,7 @@ struct worker {
     bool accept_stopped; /* shutting down: never again */
     uint64_t accept_resume_ms;
     uint32_t accept_wakeups;
+    bool must_accept; /* after a yield: take one before yielding again */
 
     struct conn *conns; /* indexed by fd */
     unsigned conns_cap;
@@ -64,7 +67,7 @@ struct worker {
     size_t header_cap; /* input bytes a header section may need */
 
     struct timer_queue header_q, body_q, keepalive_q, send_q, linger_q;
-    struct timer_queue accept_q, drain_q;
+    struct timer_queue accept_q, yield_q, drain_q;
     struct timer accept_timer, drain_timer;
     struct conn *pending_out; /* connections with output to write */
     struct conn *closing;     /* closed this batch, fds not yet closed */
@@ -75,6 +78,7 @@ struct worker {
     /* counters, for /debug/worker and the coming metrics segment */
     uint64_t accepted;
     uint64_t requests;
+    uint64_t yields; /* accept yields to less loaded workers */
 };
 
 /* Runs worker number id (1-based) on the given listening sockets. */

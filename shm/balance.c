@@ -1,0 +1,80 @@
+/*
+ * balance.c - see balance.h.
+ */
+#include "balance.h"
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <sys/mman.h>
+
+struct balance_slot {
+    _Atomic uint32_t active;
+    _Atomic uint32_t accepting;
+    char pad[56];
+};
+
+_Static_assert(sizeof(struct balance_slot) == 64, "one cache line per slot");
+
+static struct balance_slot *slots;
+static unsigned nslots;
+
+int
+balance_open(unsigned nworkers)
+{
+    void *p;
+
+    if (nworkers > BALANCE_MAX_WORKERS)
+        nworkers = BALANCE_MAX_WORKERS;
+    p = mmap(NULL, sizeof(struct balance_slot) * nworkers,
+             PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    slots = p;
+    nslots = nworkers;
+    return 0;
+}
+
+void
+balance_set_active(unsigned id, uint32_t active)
+{
+    if (slots && id >= 1 && id <= nslots)
+        atomic_store_explicit(&slots[id - 1].active, active,
+                              memory_order_relaxed);
+}
+
+void
+balance_set_accepting(unsigned id, bool accepting)
+{
+    if (slots && id >= 1 && id <= nslots)
+        atomic_store_explicit(&slots[id - 1].accepting, accepting ? 1u : 0u,
+                              memory_order_relaxed);
+}
+
+void
+balance_reset(unsigned id)
+{
+    balance_set_active(id, 0);
+    balance_set_accepting(id, false);
+}
+
+bool
+balance_should_yield(unsigned id)
+{
+    uint32_t mine, least = UINT32_MAX;
+
+    if (slots == NULL || nslots < 2 || id < 1 || id > nslots)
+        return false;
+    mine = atomic_load_explicit(&slots[id - 1].active, memory_order_relaxed);
+    for (unsigned i = 0; i < nslots; i++) {
+        uint32_t a;
+        if (i == id - 1 ||
+            !atomic_load_explicit(&slots[i].accepting, memory_order_relaxed))
+            continue;
+        a = atomic_load_explicit(&slots[i].active, memory_order_relaxed);
+        if (a < least)
+            least = a;
+    }
+    if (least == UINT32_MAX)
+        return false; /* nobody else accepts: keep going */
+    return mine > least + 2 + least / 16;
+}

@@ -1,0 +1,52 @@
+/*
+ * balance.h - per-worker connection counts shared by all workers, used to
+ * spread accepted connections evenly (SPEC 4).
+ *
+ * Why: with EPOLLEXCLUSIVE the kernel wakes the first idle waiter on the
+ * listening socket, and a burst of connections tends to land on one worker
+ * (measured here: 194 of 200 at once on a fresh 2-worker server, with
+ * listener re-registration alone).  So each worker publishes how many
+ * connections it holds; a worker that is ahead of the least-loaded accepting
+ * worker by more than a small slack yields: it stops accepting for
+ * BALANCE_YIELD_MS and the next connections wake the others.
+ *
+ * Layout: an anonymous MAP_SHARED mapping made by the master before it
+ * forks, one 64-byte slot per worker id (no false sharing).  Each worker
+ * writes only its own slot; anyone reads any slot.  Values are advisory, so
+ * relaxed atomics are enough: a stale read costs one connection of
+ * imbalance, never correctness.  The master zeroes a slot when its worker
+ * dies, so a dead worker's count does not linger.
+ */
+#ifndef APIARY_BALANCE_H
+#define APIARY_BALANCE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define BALANCE_MAX_WORKERS 256
+#define BALANCE_YIELD_MS 2
+
+/* Master, before forking: maps the slots.  0 or -1 (errno from mmap). */
+int balance_open(unsigned nworkers);
+
+/* Worker id (1-based): its current connection count. */
+void balance_set_active(unsigned id, uint32_t active);
+
+/*
+ * Worker id: whether it is accepting (false at its connection limit, out
+ * of descriptors, or draining; a short yield still counts as accepting).
+ */
+void balance_set_accepting(unsigned id, bool accepting);
+
+/* Master: the worker in slot id is gone. */
+void balance_reset(unsigned id);
+
+/*
+ * True when worker id holds more than the least-loaded other accepting
+ * worker plus a slack (2 connections + 1/16 of that worker's count), so it
+ * should let the others accept.  False when balancing is off (one worker,
+ * or balance_open() not called).
+ */
+bool balance_should_yield(unsigned id);
+
+#endif
