@@ -356,7 +356,7 @@ access_log(struct worker *wk, struct conn *c, const struct req_ctx *ctx)
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     peer_str(c, peer, sizeof(peer));
-    log_json_escape(path, sizeof(path), req->target.ptr, req->target.len);
+    log_json_escape(path, sizeof(path), req->path.ptr, req->path.len);
     log_json_escape(rid, sizeof(rid), req->request_id.ptr ? req->request_id.ptr
                                                           : "",
                     req->request_id.len);

@@ -519,6 +519,14 @@ http_parse_request(struct http_parser *p, struct http_request *req,
             return HTTP_PARSE_AGAIN;
         }
         lf = (size_t)(nl - buf);
+        /* limits first, so the answer does not depend on how the bytes
+         * were split across reads (found by fuzz_http_parse) */
+        if (p->state == ST_REQUEST_LINE) {
+            if (lf - start > (size_t)lim->max_request_line + 1)
+                return HTTP_PARSE_E_URI_TOO_LONG;
+        } else if (lf - p->fields_start > lim->max_header_bytes) {
+            return HTTP_PARSE_E_HEADERS_TOO_LARGE;
+        }
         if (lf == start || buf[lf - 1] != '\r')
             return HTTP_PARSE_E_BARE_LF;
         end = lf - 1;

@@ -107,8 +107,10 @@ struct http_request {
     uint32_t header_bytes; /* request line + fields + final CRLF */
     uint32_t nfields;
     struct http_slice method_name; /* as sent, for logs */
-    struct http_slice target;      /* raw request-target */
-    struct http_slice path;        /* percent-decoded, starts with '/' */
+    struct http_slice target;      /* request-target; its bytes overlap
+                                      the decoded path once complete */
+    struct http_slice path;        /* percent-decoded; starts with '/',
+                                      or is "*" for OPTIONS */
     struct http_slice query;       /* raw, without '?'; len 0 if none */
     struct http_slice host;
     struct http_slice content_type;
