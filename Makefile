@@ -70,7 +70,8 @@ $(BUILD)/floor: $(BUILD)/scripts/floor.o
 
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libapiary.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $(LDFLAGS_ALL) -o $@ $< \
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes \
+	    -DAPIARY_SQL_DIR='"$(abspath sql)"' $(LDFLAGS_ALL) -o $@ $< \
 	    $(BUILD)/libapiary.a -lcmocka $(LIBS)
 
 $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libapiary.a
@@ -123,7 +124,9 @@ fuzz:
 run: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/pg.sh start
-	APIARY_DATABASE_URL="$$(scripts/pg.sh url)" $(BUILD)/apiaryd -o listen=8080
+	@$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" migrate
+	@scripts/pg.sh psql -q -f scripts/seed.sql
+	$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" -o listen=8080
 
 CLANG_FORMAT ?= clang-format
 C_FILES = $(wildcard server/*.[ch] worker/*.[ch] shm/*.[ch] tests/unit/*.c tests/fuzz/*.c scripts/*.c)
@@ -145,9 +148,7 @@ install: all
 	install -m 0755 $(BUILD)/apiaryd $(DESTDIR)$(PREFIX)/sbin/apiaryd
 	$(if $(STAT_BIN),install -d $(DESTDIR)$(PREFIX)/bin && \
 	    install -m 0755 $(STAT_BIN) $(DESTDIR)$(PREFIX)/bin/apiarystat)
-	$(if $(wildcard sql/*.sql),install -m 0644 sql/*.sql $(DESTDIR)$(PREFIX)/share/apiary/sql/)
-	install -d $(DESTDIR)$(PREFIX)/etc/apiary
-	install -m 0644 scripts/apiary.conf $(DESTDIR)$(PREFIX)/etc/apiary/apiary.conf.example
+	install -m 0644 sql/*.sql $(DESTDIR)$(PREFIX)/share/apiary/sql/
 
 clean:
 	rm -rf build build-san build-fuzz

@@ -20,9 +20,10 @@
 
 #include <bsd/string.h>
 
+#include "listen.h"
 #include "log.h"
 
-enum key_type { K_INT, K_SIZE, K_BOOL, K_STRING, K_LEVEL };
+enum key_type { K_INT, K_SIZE, K_BOOL, K_STRING, K_LEVEL, K_LISTEN };
 
 struct key {
     const char *name;
@@ -36,7 +37,7 @@ struct key {
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
 
 static const struct key keys[] = {
-    {"listen", K_STRING, F(listen), 0, 0,
+    {"listen", K_LISTEN, F(listen), 0, 0,
      "port, or comma-separated [addr]:port list"},
     {"backlog", K_INT, F(backlog), 1, 65535, "listen(2) backlog"},
     {"workers", K_INT, F(workers), 0, 256, "worker processes, 0 = CPUs"},
@@ -70,6 +71,14 @@ static const struct key keys[] = {
     {"output_buffer_limit", K_SIZE, F(output_buffer_limit), 4096,
      1073741824, "unsent output per connection before it is closed"},
     {"database_url", K_STRING, F(database_url), 0, 0, "libpq URL"},
+    {"statement_timeout_ms", K_INT, F(statement_timeout_ms), 1, 3600000,
+     "PostgreSQL statement_timeout of each worker connection"},
+    {"db_pipeline_depth", K_INT, F(db_pipeline_depth), 1, 65536,
+     "queries in flight on a worker's connection"},
+    {"db_queue_limit", K_INT, F(db_queue_limit), 0, 1000000,
+     "queries waiting for pipeline room per worker (then 503)"},
+    {"sql_dir", K_STRING, F(sql_dir), 0, 0,
+     "directory of NNNN_*.sql migrations"},
     {"debug_endpoints", K_BOOL, F(debug_endpoints), 0, 1,
      "serve GET /debug/worker"},
 };
@@ -100,6 +109,10 @@ config_defaults(struct config *c)
     c->max_body_bytes = 1048576;
     c->output_buffer_limit = 1048576;
     c->debug_endpoints = false;
+    c->statement_timeout_ms = 10000;
+    c->db_pipeline_depth = 256;
+    c->db_queue_limit = 4096;
+    strlcpy(c->sql_dir, "sql", sizeof(c->sql_dir));
 }
 
 static const struct key *
@@ -166,7 +179,19 @@ config_set(struct config *c, const char *name, const char *value,
     }
     field = (char *)c + k->offset;
     switch (k->type) {
+    case K_LISTEN:
     case K_STRING:
+        if (k->type == K_LISTEN) {
+            /* checked now (file:line in the message, -t catches it);
+             * stored as text and parsed again when binding */
+            struct listen_addr addrs[LISTEN_MAX];
+            char why[CONFIG_DIAG_MAX];
+            if (listen_parse(value, addrs, LISTEN_MAX, why, sizeof(why)) <
+                0) {
+                snprintf(diag, diag_len, "%s: %s", origin, why);
+                return -1;
+            }
+        }
         if (strlen(value) >= k->size) {
             snprintf(diag, diag_len, "%s: %s: value longer than %zu bytes",
                      origin, name, k->size - 1);
@@ -415,6 +440,7 @@ config_print(const struct config *c, FILE *out)
 
         fprintf(out, "%-22s = ", k->name);
         switch (k->type) {
+        case K_LISTEN:
         case K_STRING:
             if (strcmp(k->name, "database_url") == 0)
                 print_url(out, field);

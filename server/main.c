@@ -4,6 +4,7 @@
  *   apiaryd [-c FILE] [-p PIDFILE] [-o KEY=VALUE]... [-d]   run the server
  *   apiaryd ... -t                  test the configuration, print it
  *   apiaryd ... -s stop|quit|reload|reopen   signal the running master
+ *   apiaryd ... migrate             apply pending sql/ migrations
  *
  * Settings are applied in SPEC 7 order: defaults, then the file, then
  * APIARY_* environment variables, then flags (-p, -o) in the order given.
@@ -20,6 +21,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "migrate.h"
 
 extern char **environ;
 
@@ -31,6 +33,7 @@ usage(FILE *out)
             "       apiaryd [-c FILE] ... -t\n"
             "       apiaryd [-c FILE] [-p PIDFILE] -s "
             "stop|quit|reload|reopen\n"
+            "       apiaryd [-c FILE] [-o KEY=VALUE]... migrate\n"
             "\n"
             "  -c FILE        configuration file (key = value lines)\n"
             "  -o KEY=VALUE   set one configuration key (repeatable)\n"
@@ -163,6 +166,11 @@ main(int argc, char *argv[])
             usage(stderr);
             return 1;
         }
+    }
+    if (optind < argc && strcmp(argv[optind], "migrate") == 0 &&
+        optind + 1 == argc) {
+        config_finish(&cfg);
+        return migrate_run(&cfg);
     }
     if (optind < argc) {
         fprintf(stderr, "apiaryd: unexpected argument \"%s\"\n", argv[optind]);

@@ -63,9 +63,72 @@ rs_put(struct reqstate **rsp)
     rs_nfree++;
 }
 
+/* ---- answers owed (see conn.h) ---- */
+
+#define PENDING_FREE_MAX 1024
+#define PENDING_PATH_MAX 160
+#define PENDING_RID_MAX 64
+
+struct pending {
+    struct pending *next;
+    struct conn *c; /* NULL once the client is gone */
+    struct outq out;
+    bool ready;
+    bool head; /* HEAD request: no body */
+    bool ka_after;
+    enum http_method method;
+    int status;
+    long bytes;
+    uint64_t start_us;
+    uint16_t path_len;
+    uint8_t rid_len;
+    char path[PENDING_PATH_MAX];
+    char rid[PENDING_RID_MAX];
+};
+
+static struct pending *pend_free;
+static unsigned pend_nfree;
+
+static struct pending *
+pending_get(void)
+{
+    struct pending *p = pend_free;
+
+    if (p) {
+        pend_free = p->next;
+        pend_nfree--;
+    } else {
+        p = malloc(sizeof(*p));
+        if (p == NULL)
+            return NULL;
+        buf_allocs++;
+    }
+    memset(p, 0, offsetof(struct pending, path));
+    outq_init(&p->out);
+    return p;
+}
+
+static void
+pending_put(struct pending *p)
+{
+    if (pend_nfree >= PENDING_FREE_MAX) {
+        free(p);
+        return;
+    }
+    p->next = pend_free;
+    pend_free = p;
+    pend_nfree++;
+}
+
 void
 conn_fini(void)
 {
+    while (pend_free) {
+        struct pending *p = pend_free;
+        pend_free = p->next;
+        free(p);
+    }
+    pend_nfree = 0;
     while (rs_free) {
         struct reqstate *rs = rs_free;
         rs_free = rs->next_free;
@@ -99,9 +162,27 @@ peer_str(const struct conn *c, char *buf, size_t cap)
     }
 }
 
+/* Registers the interest the connection's state calls for. */
 static void
-set_mask(struct worker *wk, struct conn *c, uint32_t mask)
+update_mask(struct worker *wk, struct conn *c)
 {
+    uint32_t mask = 0;
+
+    switch (c->state) {
+    case CONN_IDLE:
+    case CONN_HEADERS:
+    case CONN_BODY:
+        if (!c->in_paused)
+            mask |= EPOLLIN;
+        break;
+    case CONN_LINGER:
+        mask |= EPOLLIN;
+        break;
+    default:
+        break;
+    }
+    if (c->out_blocked)
+        mask |= EPOLLOUT;
     if (loop_mod(wk->loop, &c->w, mask) < 0)
         log_error("epoll_ctl(MOD) failed for fd %d: %s", c->w.fd,
                   strerror(errno));
@@ -198,6 +279,18 @@ conn_close(struct worker *wk, struct conn *c, const char *why)
     outq_clear(&c->out, &wk->out_pool);
     bufpool_put(&wk->in_pool, &c->in);
     rs_put(&c->rs);
+    /* answers still owed: their holders find c == NULL and just free */
+    while (c->pend_head) {
+        struct pending *p = c->pend_head;
+        c->pend_head = p->next;
+        p->c = NULL;
+        if (p->ready) {
+            outq_clear(&p->out, &wk->out_pool);
+            pending_put(p);
+        }
+    }
+    c->pend_tail = NULL;
+    c->npending = 0;
     c->state = CONN_FREE;
     c->next_closed = wk->closing;
     wk->closing = c;
@@ -231,7 +324,7 @@ finish_close(struct worker *wk, struct conn *c)
         return;
     }
     c->state = CONN_LINGER;
-    set_mask(wk, c, EPOLLIN);
+    update_mask(wk, c);
     arm_timer(wk, c);
 }
 
@@ -252,7 +345,11 @@ conn_write(struct worker *wk, struct conn *c)
     if (c->out.bytes == 0) {
         if (c->out_blocked) {
             c->out_blocked = false;
-            set_mask(wk, c, EPOLLIN);
+            update_mask(wk, c);
+        }
+        if (c->pend_head) {
+            arm_timer(wk, c);
+            return; /* answers still to come */
         }
         if (c->state == CONN_CLOSING) {
             finish_close(wk, c);
@@ -267,8 +364,7 @@ conn_write(struct worker *wk, struct conn *c)
     }
     if (!c->out_blocked) {
         c->out_blocked = true;
-        set_mask(wk, c, c->state == CONN_CLOSING ? EPOLLOUT
-                                                 : EPOLLIN | EPOLLOUT);
+        update_mask(wk, c);
         timer_start(wk->loop, &wk->send_q, &c->timer);
     } else if (n > 0) {
         timer_start(wk->loop, &wk->send_q, &c->timer); /* progress */
@@ -305,16 +401,34 @@ conn_reply(struct req_ctx *ctx, int status, const char *body,
         .keep_alive = c->ka_after,
         .no_body_headers = status == 204 || status == 304,
     };
+    struct outq *q = &c->out;
+    struct pending *p = NULL;
     long n;
 
     ctx->status = status;
-    n = response_write(&c->out, &wk->out_pool, &r);
+    if (c->pend_head) {
+        /* earlier answers are still owed: this one waits its turn */
+        p = conn_defer(ctx);
+        if (p == NULL) {
+            conn_close(wk, c, "out of memory");
+            return;
+        }
+        ctx->deferred = NULL; /* answered, as far as the handler knows */
+        p->ready = true;
+        p->status = status;
+        q = &p->out;
+    }
+    n = response_write(q, &wk->out_pool, &r);
     if (n < 0) {
         log_error("out of memory queueing a response on fd %d", c->w.fd);
         conn_close(wk, c, "out of memory");
         return;
     }
     ctx->bytes_out = n;
+    if (p) {
+        p->bytes = n;
+        return;
+    }
     if (c->out.bytes > wk->cfg->output_buffer_limit) {
         char peer[64];
         peer_str(c, peer, sizeof(peer));
@@ -341,13 +455,142 @@ conn_reply_error(struct req_ctx *ctx, int status, const char *fmt, ...)
     conn_reply(ctx, status, body, n, NULL, 0);
 }
 
+struct pending *
+conn_defer(struct req_ctx *ctx)
+{
+    struct conn *c = ctx->c;
+    struct pending *p = pending_get();
+    const struct http_request *req = ctx->req;
+
+    if (p == NULL)
+        return NULL;
+    p->c = c;
+    p->ka_after = c->ka_after;
+    p->head = req && req->method == HTTP_HEAD;
+    if (req) {
+        p->method = req->method;
+        p->path_len = (uint16_t)(req->path.len < PENDING_PATH_MAX
+                                     ? req->path.len
+                                     : PENDING_PATH_MAX);
+        memcpy(p->path, req->path.ptr, p->path_len);
+        p->rid_len = (uint8_t)(req->request_id.len < PENDING_RID_MAX
+                                   ? req->request_id.len
+                                   : PENDING_RID_MAX);
+        if (p->rid_len)
+            memcpy(p->rid, req->request_id.ptr, p->rid_len);
+    }
+    if (c->rs)
+        p->start_us = c->rs->start_us;
+    if (c->pend_tail)
+        c->pend_tail->next = p;
+    else
+        c->pend_head = p;
+    c->pend_tail = p;
+    c->npending++;
+    ctx->deferred = p;
+    return p;
+}
+
+static void access_log_line(struct worker *wk, struct conn *c,
+                            enum http_method m, const char *path,
+                            size_t path_len, const char *rid, size_t rid_len,
+                            int status, long bytes, uint64_t start_us);
+static void resume_input(struct worker *wk, struct conn *c);
+
+/* Moves every answer that is ready, in order, to the output queue. */
+static void
+pend_flush(struct worker *wk, struct conn *c)
+{
+    while (c->pend_head && c->pend_head->ready) {
+        struct pending *p = c->pend_head;
+        c->pend_head = p->next;
+        if (c->pend_head == NULL)
+            c->pend_tail = NULL;
+        c->npending--;
+        if (p->out.head) {
+            if (c->out.tail)
+                c->out.tail->next = p->out.head;
+            else
+                c->out.head = p->out.head;
+            c->out.tail = p->out.tail;
+            c->out.bytes += p->out.bytes;
+        }
+        pending_put(p);
+    }
+    queue_output(wk, c);
+    if (c->out.bytes > wk->cfg->output_buffer_limit) {
+        conn_close(wk, c, "output buffer limit");
+        return;
+    }
+    if (c->in_paused && c->npending < CONN_MAX_PENDING)
+        resume_input(wk, c);
+}
+
+void
+conn_complete(struct pending *p, int status, const char *body,
+              size_t body_len, const char *extra, size_t extra_len)
+{
+    struct worker *wk = worker_self();
+    struct conn *c = p->c;
+    struct response r = {
+        .status = status,
+        .body = body,
+        .body_len = body_len,
+        .extra = extra,
+        .extra_len = extra_len,
+        .head = p->head,
+        .keep_alive = p->ka_after,
+        .no_body_headers = status == 204 || status == 304,
+    };
+    long n;
+
+    if (c == NULL) {
+        pending_put(p); /* the client left */
+        return;
+    }
+    n = response_write(&p->out, &wk->out_pool, &r);
+    if (n < 0) {
+        log_error("out of memory queueing a response on fd %d", c->w.fd);
+        conn_close(wk, c, "out of memory");
+        return;
+    }
+    p->ready = true;
+    p->status = status;
+    p->bytes = n;
+    if (log_access_enabled())
+        access_log_line(wk, c, p->method, p->path, p->path_len, p->rid,
+                        p->rid_len, status, n, p->start_us);
+    pend_flush(wk, c);
+}
+
+void
+conn_complete_error(struct pending *p, int status, const char *fmt, ...)
+{
+    char msg[600], body[1024];
+    va_list ap;
+    size_t n;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    n = response_error_body(body, sizeof(body), status, msg);
+    conn_complete(p, status, body, n, NULL, 0);
+}
+
+int
+conn_pending_alive(const struct pending *p)
+{
+    return p->c != NULL;
+}
+
 /* ---- input ---- */
 
 static void
-access_log(struct worker *wk, struct conn *c, const struct req_ctx *ctx)
+access_log_line(struct worker *wk, struct conn *c, enum http_method m,
+                const char *path, size_t path_len, const char *rid,
+                size_t rid_len, int status, long bytes, uint64_t start_us)
 {
-    char line[2048], path[600], rid[160], peer[64], ts[32];
-    const struct http_request *req = ctx->req;
+    char line[2048], epath[600], erid[160], peer[64], ts[32];
     struct timespec now;
     struct tm tm;
     int n;
@@ -356,21 +599,28 @@ access_log(struct worker *wk, struct conn *c, const struct req_ctx *ctx)
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     peer_str(c, peer, sizeof(peer));
-    log_json_escape(path, sizeof(path), req->path.ptr, req->path.len);
-    log_json_escape(rid, sizeof(rid), req->request_id.ptr ? req->request_id.ptr
-                                                          : "",
-                    req->request_id.len);
+    log_json_escape(epath, sizeof(epath), path ? path : "", path_len);
+    log_json_escape(erid, sizeof(erid), rid ? rid : "", rid_len);
     n = snprintf(line, sizeof(line),
                  "{\"time\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"worker\":%u,"
                  "\"client\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
                  "\"status\":%d,\"bytes\":%ld,\"us\":%llu}\n",
-                 ts, now.tv_nsec / 1000000, rid, wk->id, peer,
-                 http_method_name(req->method), path, ctx->status,
-                 ctx->bytes_out,
-                 (unsigned long long)(now_us() - c->rs->start_us));
+                 ts, now.tv_nsec / 1000000, erid, wk->id, peer,
+                 http_method_name(m), epath, status, bytes,
+                 (unsigned long long)(now_us() - start_us));
     if (n > 0)
         log_access(line, (size_t)n < sizeof(line) ? (size_t)n
                                                   : sizeof(line) - 1);
+}
+
+static void
+access_log(struct worker *wk, struct conn *c, const struct req_ctx *ctx)
+{
+    const struct http_request *req = ctx->req;
+
+    access_log_line(wk, c, req->method, req->path.ptr, req->path.len,
+                    req->request_id.ptr, req->request_id.len, ctx->status,
+                    ctx->bytes_out, c->rs->start_us);
 }
 
 static void
@@ -420,7 +670,7 @@ dispatch(struct worker *wk, struct conn *c, struct chunk *b, size_t consumed,
     if (c->state == CONN_FREE)
         return; /* the reply closed it */
     wk->requests++;
-    if (log_access_enabled())
+    if (ctx.deferred == NULL && log_access_enabled())
         access_log(wk, c, &ctx);
     b->start += (uint32_t)consumed;
     rs_put(&c->rs);
@@ -467,6 +717,12 @@ process_input(struct worker *wk, struct conn *c, struct chunk *b)
 {
     while (c->state != CONN_CLOSING && c->state != CONN_FREE &&
            b->start < b->end) {
+        if (c->npending >= CONN_MAX_PENDING && c->rs == NULL) {
+            /* enough answers owed: stop reading until some are sent */
+            c->in_paused = true;
+            update_mask(wk, c);
+            return;
+        }
         struct reqstate *rs = c->rs;
         char *base = b->data + b->start;
         size_t avail = b->end - b->start;
@@ -631,6 +887,22 @@ keep_leftover(struct worker *wk, struct conn *c, struct chunk *b)
     return 0;
 }
 
+/* Answers were sent: serve the requests already buffered, read again. */
+static void
+resume_input(struct worker *wk, struct conn *c)
+{
+    c->in_paused = false;
+    if (c->in && c->in->start < c->in->end && c->state != CONN_CLOSING) {
+        process_input(wk, c, c->in);
+        if (c->state == CONN_FREE)
+            return;
+        if (c->state != CONN_CLOSING && keep_leftover(wk, c, c->in) < 0)
+            return;
+    }
+    update_mask(wk, c);
+    arm_timer(wk, c);
+}
+
 static void
 linger_read(struct worker *wk, struct conn *c)
 {
@@ -677,13 +949,13 @@ conn_read(struct worker *wk, struct conn *c)
         /* input after the last answer is ignored; stop reading it */
         if (b == c->in && !c->linger)
             bufpool_put(&wk->in_pool, &c->in);
-        set_mask(wk, c, c->out_blocked ? EPOLLOUT : 0);
+        update_mask(wk, c);
         return;
     }
     if (keep_leftover(wk, c, b) < 0)
         return;
     if (wk->draining && c->state == CONN_IDLE && c->out.bytes == 0 &&
-        !c->in_pending) {
+        !c->in_pending && c->pend_head == NULL) {
         conn_close(wk, c, "shutting down");
         return;
     }
@@ -721,7 +993,8 @@ conn_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 int
 conn_close_if_idle(struct worker *wk, struct conn *c)
 {
-    if (c->state != CONN_IDLE || c->out.bytes > 0 || c->in_pending)
+    if (c->state != CONN_IDLE || c->out.bytes > 0 || c->in_pending ||
+        c->pend_head)
         return 0;
     conn_close(wk, c, "shutting down");
     return 1;
@@ -744,7 +1017,7 @@ timeout_reply(struct worker *wk, struct conn *c, const char *what)
     conn_reply_error(&ctx, 408, "timed out %s", what);
     if (c->state != CONN_FREE) {
         c->state = CONN_CLOSING;
-        set_mask(wk, c, 0);
+        update_mask(wk, c);
     }
 }
 

@@ -78,6 +78,9 @@ struct conn {
     bool in_pending;     /* on worker->pending_out */
     bool ka_after;       /* keep-alive after the current response */
     bool linger;         /* unread input may remain: close gently */
+    bool in_paused;      /* too many answers outstanding: not reading */
+    uint16_t npending;
+    struct pending *pend_head, *pend_tail; /* answers owed, in order */
     struct timer timer;
     struct chunk *in;    /* owned input (NULL: none); data [start,end) */
     struct reqstate *rs; /* request in progress, or NULL */
@@ -102,6 +105,7 @@ struct req_ctx {
     struct http_slice body;
     int status;    /* set by the reply */
     long bytes_out;
+    struct pending *deferred; /* set by conn_defer() */
 };
 
 typedef void (*handler_fn)(struct req_ctx *ctx);
@@ -116,6 +120,33 @@ void conn_reply(struct req_ctx *ctx, int status, const char *body,
 /* Queues the JSON error body {"error":{"message":...,"code":status}}. */
 void conn_reply_error(struct req_ctx *ctx, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * Asynchronous answers.  A handler that must wait (for the database) calls
+ * conn_defer() and returns; the connection goes on reading and answering
+ * later pipelined requests, but their responses are held back so that
+ * every response leaves in request order (SPEC 3), however the answers
+ * arrive.  Whoever holds the slot must complete it exactly once with
+ * conn_complete(); if the client has gone by then, that only frees it.
+ * A connection owes at most CONN_MAX_PENDING answers; beyond that it stops
+ * reading until some are sent.
+ */
+#define CONN_MAX_PENDING 32
+
+struct pending;
+
+/* Returns the slot for ctx's answer, or NULL when out of memory (the
+ * handler must then reply at once, e.g. 503). */
+struct pending *conn_defer(struct req_ctx *ctx);
+
+/* Delivers the answer for slot p (and frees p). */
+void conn_complete(struct pending *p, int status, const char *body,
+                   size_t body_len, const char *extra, size_t extra_len);
+void conn_complete_error(struct pending *p, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* False once the client of slot p has disconnected. */
+int conn_pending_alive(const struct pending *p);
 
 /* Sets up the connection for a freshly accepted socket. */
 void conn_open(struct worker *wk, int fd, const struct sockaddr *sa);

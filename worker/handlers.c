@@ -1,6 +1,12 @@
 /*
  * handlers.c - GET /health and the optional GET /debug/worker.
  *
+ * /ready is 200 while this worker's database connection is up, 503
+ * otherwise (a load balancer's readiness probe).
+ *
+ * /debug/worker also reports the worker's database pipeline: queries,
+ * errors, reconnects, in flight now and the highest depth reached.
+ *
  * /health answers from a constant: it allocates nothing and touches no
  * database (SPEC 2: liveness only).  /debug/worker reports which worker
  * served the connection and its counters; it exists for tests and
@@ -13,6 +19,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "pg.h"
 #include "worker.h"
 
 static void
@@ -23,18 +30,40 @@ health(struct req_ctx *ctx)
 }
 
 static void
+ready(struct req_ctx *ctx)
+{
+    static const char body[] = "{\"status\":\"ready\"}";
+
+    if (!pg_is_ready(ctx->wk->pg)) {
+        conn_reply_error(ctx, 503, "Database unavailable");
+        return;
+    }
+    conn_reply(ctx, 200, body, sizeof(body) - 1, NULL, 0);
+}
+
+static void
 debug_worker(struct req_ctx *ctx)
 {
     const struct worker *wk = ctx->wk;
-    char body[256];
+    const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
+    char body[512];
     int n;
 
     n = snprintf(body, sizeof(body),
                  "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
-                 "\"active\":%u,\"requests\":%llu,\"yields\":%llu}",
+                 "\"active\":%u,\"requests\":%llu,\"yields\":%llu,"
+                 "\"db_ready\":%s,\"db_queries\":%llu,\"db_errors\":%llu,"
+                 "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
+                 "\"db_queued\":%u,\"db_max_in_flight\":%u}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
                  wk->nconns, (unsigned long long)wk->requests,
-                 (unsigned long long)wk->yields);
+                 (unsigned long long)wk->yields,
+                 pg_is_ready(wk->pg) ? "true" : "false",
+                 ps ? (unsigned long long)ps->queries : 0ULL,
+                 ps ? (unsigned long long)ps->errors : 0ULL,
+                 ps ? (unsigned long long)ps->reconnects : 0ULL,
+                 ps ? ps->in_flight : 0u, ps ? ps->queued : 0u,
+                 ps ? ps->max_in_flight : 0u);
     conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
 }
 
@@ -42,6 +71,8 @@ int
 handlers_register(struct router *r, const struct config *cfg)
 {
     if (router_add(r, HTTP_GET, "/health", (router_handler_fn)health) < 0)
+        return -1;
+    if (router_add(r, HTTP_GET, "/ready", (router_handler_fn)ready) < 0)
         return -1;
     if (cfg->debug_endpoints &&
         router_add(r, HTTP_GET, "/debug/worker", (router_handler_fn)debug_worker) < 0)

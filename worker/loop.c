@@ -23,6 +23,7 @@ struct loop {
     bool stop;
     uint64_t now_ms;
     struct timer_queue *queues[LOOP_MAX_QUEUES];
+    struct alarm *alarms; /* sorted by deadline */
     unsigned nqueues;
     uint32_t tick_ms;
     uint64_t next_tick_ms;
@@ -187,6 +188,41 @@ loop_stop(struct loop *loop)
     loop->stop = true;
 }
 
+void
+loop_alarm_cancel(struct loop *loop, struct alarm *a)
+{
+    struct alarm **pp;
+
+    if (!a->armed)
+        return;
+    for (pp = &loop->alarms; *pp; pp = &(*pp)->next) {
+        if (*pp == a) {
+            *pp = a->next;
+            break;
+        }
+    }
+    a->armed = false;
+    a->next = NULL;
+}
+
+void
+loop_alarm_set(struct loop *loop, struct alarm *a, uint32_t delay_ms,
+               loop_hook_fn fn, void *arg)
+{
+    struct alarm **pp;
+
+    loop_alarm_cancel(loop, a);
+    a->deadline_ms = loop->now_ms + delay_ms;
+    a->fn = fn;
+    a->arg = arg;
+    a->armed = true;
+    for (pp = &loop->alarms; *pp && (*pp)->deadline_ms <= a->deadline_ms;
+         pp = &(*pp)->next)
+        ;
+    a->next = *pp;
+    *pp = a;
+}
+
 /* Milliseconds until the earliest timer or tick; -1 for none. */
 static int
 next_timeout(const struct loop *loop)
@@ -195,6 +231,8 @@ next_timeout(const struct loop *loop)
 
     if (loop->tick_fn)
         earliest = loop->next_tick_ms;
+    if (loop->alarms && loop->alarms->deadline_ms < earliest)
+        earliest = loop->alarms->deadline_ms;
     for (unsigned i = 0; i < loop->nqueues; i++) {
         const struct timer *first = loop->queues[i]->head.next;
         if (first != &loop->queues[i]->head && first->deadline_ms < earliest)
@@ -222,6 +260,13 @@ fire_timers(struct loop *loop)
             timer_stop(t);
             q->fn(loop, t);
         }
+    }
+    while (loop->alarms && loop->alarms->deadline_ms <= loop->now_ms) {
+        struct alarm *a = loop->alarms;
+        loop->alarms = a->next;
+        a->next = NULL;
+        a->armed = false;
+        a->fn(loop, a->arg);
     }
     if (loop->tick_fn && loop->next_tick_ms <= loop->now_ms) {
         loop->next_tick_ms = loop->now_ms + loop->tick_ms;

@@ -27,6 +27,7 @@
 #define APIARY_LOOP_H
 
 #include <signal.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -62,6 +63,19 @@ struct timer_queue {
 
 typedef void (*loop_hook_fn)(struct loop *loop, void *arg);
 
+/*
+ * A one-shot timer with any deadline, for the rare timers whose duration
+ * varies (reconnect backoff).  Kept in a short sorted list: O(n) to set,
+ * fine for a handful per worker; per-connection timers use timer queues.
+ */
+struct alarm {
+    struct alarm *next;
+    uint64_t deadline_ms;
+    bool armed;
+    loop_hook_fn fn;
+    void *arg;
+};
+
 /* Creates a loop.  NULL with errno set on failure. */
 struct loop *loop_new(void);
 /* Closes the epoll descriptor and frees *lp; sets *lp to NULL. */
@@ -90,6 +104,11 @@ void timer_start(struct loop *loop, struct timer_queue *q, struct timer *t);
 void timer_stop(struct timer *t);
 /* Registers q so the loop fires its timers.  At most 16 queues. */
 int loop_add_queue(struct loop *loop, struct timer_queue *q);
+
+/* Arms a (fires fn(loop, arg) in delay_ms); re-arming moves it. */
+void loop_alarm_set(struct loop *loop, struct alarm *a, uint32_t delay_ms,
+                    loop_hook_fn fn, void *arg);
+void loop_alarm_cancel(struct loop *loop, struct alarm *a);
 
 /* fn(loop, arg) every interval_ms (the Date refresh, shutdown checks). */
 void loop_set_tick(struct loop *loop, uint32_t interval_ms, loop_hook_fn fn,

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "log.h"
 
 static char date_line[64] = "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n";
 static size_t date_len = 37;
@@ -96,6 +95,7 @@ response_write(struct outq *q, struct bufpool *p, const struct response *r)
     size_t reason_len = strlen(reason);
     size_t body = r->head ? 0 : r->body_len;
     size_t need = HEAD_FIXED_MAX + reason_len + date_len + r->extra_len;
+    size_t head_len;
     char *start, *o;
 
     if (need + body <= p->chunk_bytes)
@@ -128,7 +128,8 @@ response_write(struct outq *q, struct bufpool *p, const struct response *r)
         o += r->extra_len;
     }
     PUT(o, "\r\n");
-    if (body && need >= (size_t)(o - start) + body) {
+    head_len = (size_t)(o - start);
+    if (body && need >= head_len + body) {
         memcpy(o, r->body, body);
         o += body;
         body = 0;
@@ -136,7 +137,90 @@ response_write(struct outq *q, struct bufpool *p, const struct response *r)
     outq_commit(q, (size_t)(o - start));
     if (body && outq_append(q, p, r->body, body) < 0)
         return -1;
-    return (long)((size_t)(o - start) + (r->head ? 0 : r->body_len));
+    return (long)(head_len + (r->head ? 0 : r->body_len));
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629), or 0. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF;
+
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (c == 0xE0)
+        lo = 0xA0; /* overlong */
+    else if (c == 0xED)
+        hi = 0x9F; /* surrogates */
+    else if (c == 0xF0)
+        lo = 0x90; /* overlong */
+    else if (c == 0xF4)
+        hi = 0x8F; /* beyond U+10FFFF */
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return len;
+}
+
+/*
+ * JSON-escapes a message for a response body: valid UTF-8 is kept (a
+ * client's "/café" comes back as such), invalid bytes become U+FFFD, and
+ * control characters, quotes and backslashes are escaped.  Truncates with
+ * "..." rather than cutting a sequence.
+ */
+static size_t
+escape_message(char *dst, size_t cap, const char *src, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)src;
+    size_t o = 0;
+
+    for (size_t i = 0; i < n;) {
+        char tmp[8];
+        size_t k = 0, adv = 1;
+        unsigned char c = s[i];
+
+        if (c == '"' || c == '\\') {
+            tmp[k++] = '\\';
+            tmp[k++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            tmp[k++] = '\\';
+            tmp[k++] = 'u';
+            tmp[k++] = '0';
+            tmp[k++] = '0';
+            tmp[k++] = hex[c >> 4];
+            tmp[k++] = hex[c & 15];
+        } else if (c < 0x80) {
+            tmp[k++] = (char)c;
+        } else if ((adv = utf8_seq(s + i, n - i)) > 0) {
+            memcpy(tmp, s + i, adv);
+            k = adv;
+        } else {
+            memcpy(tmp, "\\ufffd", 6);
+            k = 6;
+            adv = 1;
+        }
+        if (o + k + 4 > cap) {
+            memcpy(dst + o, "...", 3);
+            o += 3;
+            break;
+        }
+        memcpy(dst + o, tmp, k);
+        o += k;
+        i += adv;
+    }
+    dst[o] = '\0';
+    return o;
 }
 
 size_t
@@ -145,7 +229,7 @@ response_error_body(char *buf, size_t cap, int status, const char *message)
     char esc[512];
     int n;
 
-    log_json_escape(esc, sizeof(esc), message, strlen(message));
+    escape_message(esc, sizeof(esc), message, strlen(message));
     n = snprintf(buf, cap, "{\"error\":{\"message\":\"%s\",\"code\":%d}}",
                  esc, status);
     if (n < 0)

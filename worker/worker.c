@@ -34,10 +34,12 @@
 
 #include <bsd/unistd.h>
 
+#include "api.h"
 #include "balance.h"
 #include "conn.h"
 #include "handlers.h"
 #include "log.h"
+#include "pg.h"
 #include "response.h"
 
 /* Accepts per wake-up: bounded so one busy listener cannot starve clients. */
@@ -386,6 +388,9 @@ before_sleep(struct loop *loop, void *arg)
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
     conn_flush_pending(wk);
+    /* connections closed by the flush: close their fds before sleeping,
+     * not at the next wake-up (a client reading to EOF would wait) */
+    conn_reap_closed(wk);
     log_flush();
 }
 
@@ -480,6 +485,8 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     timer_queue_init(&wk->linger_q, LINGER_MS, conn_linger_timeout);
     timer_queue_init(&wk->accept_q, ACCEPT_RETRY_MS, accept_retry);
     timer_queue_init(&wk->yield_q, BALANCE_YIELD_MS, yield_over);
+    timer_queue_init(&wk->request_q, cfg->request_timeout_ms,
+                     api_request_timeout);
     timer_init(&wk->accept_timer);
     timer_init(&wk->drain_timer);
     loop_add_queue(wk->loop, &wk->header_q);
@@ -489,15 +496,31 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     loop_add_queue(wk->loop, &wk->linger_q);
     loop_add_queue(wk->loop, &wk->accept_q);
     loop_add_queue(wk->loop, &wk->yield_q);
+    loop_add_queue(wk->loop, &wk->request_q);
     loop_set_tick(wk->loop, 1000, tick, wk);
     loop_set_before_sleep(wk->loop, before_sleep, wk);
     loop_set_after_events(wk->loop, after_events, wk);
     response_date_update(time(NULL));
 
     router_init(&wk->router);
-    if (handlers_register(&wk->router, cfg) < 0) {
+    if (handlers_register(&wk->router, cfg) < 0 ||
+        api_register(&wk->router) < 0) {
         log_error("worker start failed: route table too small");
         exit(2);
+    }
+    if (cfg->database_url[0]) {
+        const struct pg_stmt_def *stmts;
+        unsigned nstmts;
+        char app[64];
+        stmts = api_statements(&nstmts);
+        snprintf(app, sizeof(app), "apiaryd worker %u", id);
+        wk->pg = pg_new(wk->loop, cfg->database_url, stmts, nstmts,
+                        cfg->statement_timeout_ms, cfg->db_pipeline_depth,
+                        cfg->db_queue_limit, app);
+        if (wk->pg == NULL)
+            worker_fail("pg_new()");
+    } else {
+        log_warn("no database_url configured: database routes answer 503");
     }
 
     if (nlisten > WORKER_MAX_LISTENERS)
@@ -521,6 +544,8 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
         if (wk->conns[fd].state != CONN_FREE)
             conn_close(wk, &wk->conns[fd], "worker exiting");
     conn_reap_closed(wk);
+    pg_free(&wk->pg);
+    api_fini();
     log_flush();
     bufpool_put(&wk->in_pool, &wk->scratch);
     bufpool_fini(&wk->in_pool);

@@ -33,6 +33,7 @@
 #define WORKER_MAGIC 0x574b5231u
 
 struct conn;
+struct pg;
 
 struct listener {
     struct loop_watch w;
@@ -46,6 +47,7 @@ struct worker {
     const struct config *cfg;
     struct loop *loop;
     struct router router;
+    struct pg *pg; /* NULL when no database_url is configured */
     struct http_limits limits;
 
     struct listener listeners[WORKER_MAX_LISTENERS];
@@ -68,6 +70,7 @@ struct worker {
 
     struct timer_queue header_q, body_q, keepalive_q, send_q, linger_q;
     struct timer_queue accept_q, yield_q, drain_q;
+    struct timer_queue request_q; /* request timeout (504) */
     struct timer accept_timer, drain_timer;
     struct conn *pending_out; /* connections with output to write */
     struct conn *closing;     /* closed this batch, fds not yet closed */

@@ -1,0 +1,573 @@
+/*
+ * api.c - statements, the request life cycle, and validation shared by
+ * the users and orders handlers (see api_priv.h).
+ *
+ * SQL: every statement is prepared once per connection (SPEC 6).  Writes
+ * and their audit rows are one statement with data-modifying CTEs, so they
+ * commit together or not at all.  Timestamps leave PostgreSQL as integer
+ * microseconds since the epoch and are formatted here (json_ts_us), which
+ * is cheaper than to_char() and independent of the session time zone.
+ */
+#include "api.h"
+#include "api_priv.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "worker.h"
+
+#define TS(col) "(extract(epoch FROM " col ") * 1000000)::int8"
+#define USER_COLS "id, name, email, " TS("created_at")
+#define ORDER_COLS                                                             \
+    "id, user_id, amount_cents, currency, status, " TS("created_at")
+
+static const struct pg_stmt_def stmts[S_COUNT] = {
+    [S_USER_GET] = {"user_get",
+                    "SELECT " USER_COLS " FROM users WHERE id = $1", 1},
+    [S_USER_LIST] = {"user_list",
+                     "SELECT " USER_COLS " FROM users ORDER BY id "
+                     "LIMIT $1 OFFSET $2",
+                     2},
+    [S_USER_CREATE] =
+        {"user_create",
+         "WITH u AS (INSERT INTO users (name, email) VALUES ($1, $2) "
+         "RETURNING id, name, email, created_at), "
+         "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
+         "detail) SELECT id, 'created', 'user', id, "
+         "jsonb_build_object('name', name, 'email', email) FROM u) "
+         "SELECT " USER_COLS " FROM u",
+         2},
+    [S_USER_PATCH] =
+        {"user_patch",
+         "WITH old AS (SELECT id, name, email FROM users WHERE id = $1 "
+         "FOR UPDATE), "
+         "u AS (UPDATE users SET name = coalesce($2, users.name), "
+         "email = coalesce($3, users.email), updated_at = now() FROM old "
+         "WHERE users.id = old.id "
+         "RETURNING users.id, users.name, users.email, users.created_at), "
+         "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
+         "detail) SELECT u.id, 'updated', 'user', u.id, jsonb_build_object("
+         "'before', jsonb_build_object('name', old.name, 'email', old.email), "
+         "'after', jsonb_build_object('name', u.name, 'email', u.email)) "
+         "FROM u, old) "
+         "SELECT " USER_COLS " FROM u",
+         3},
+    [S_USER_DELETE] =
+        {"user_delete",
+         "WITH d AS (DELETE FROM users WHERE id = $1 "
+         "RETURNING id, name, email), "
+         "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
+         "detail) SELECT id, 'deleted', 'user', id, "
+         "jsonb_build_object('name', name, 'email', email) FROM d) "
+         "SELECT id FROM d",
+         1},
+    [S_USER_ORDERS] =
+        {"user_orders",
+         "SELECT u.id, o.id, o.user_id, o.amount_cents, o.currency, "
+         "o.status, " TS("o.created_at") " FROM users u "
+         "LEFT JOIN LATERAL (SELECT * FROM orders WHERE user_id = u.id "
+         "ORDER BY id LIMIT $2 OFFSET $3) o ON true WHERE u.id = $1 "
+         "ORDER BY o.id",
+         3},
+    [S_USER_AUDIT] =
+        {"user_audit",
+         "SELECT k.known, a.id, a.action, a.entity, a.entity_id, "
+         "a.detail::text, " TS("a.created_at") " FROM (SELECT "
+         "EXISTS (SELECT 1 FROM users WHERE id = $1) OR "
+         "EXISTS (SELECT 1 FROM audit_log WHERE user_id = $1) AS known) k "
+         "LEFT JOIN LATERAL (SELECT * FROM audit_log WHERE user_id = $1 "
+         "ORDER BY id DESC LIMIT $2 OFFSET $3) a ON true ORDER BY a.id DESC",
+         3},
+    [S_ORDER_CREATE] =
+        {"order_create",
+         "WITH prev AS (SELECT k.request_hash, o.* FROM idempotency_keys k "
+         "JOIN orders o ON o.id = k.order_id WHERE k.key = $4), "
+         "o AS (INSERT INTO orders (user_id, amount_cents, currency) "
+         "SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM prev) "
+         "RETURNING *), "
+         "k AS (INSERT INTO idempotency_keys (key, request_hash, order_id) "
+         "SELECT $4, $5, id FROM o WHERE $4::text IS NOT NULL), "
+         "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
+         "detail) SELECT user_id, 'order_created', 'order', id, "
+         "jsonb_build_object('amount_cents', amount_cents, 'currency', "
+         "currency) FROM o) "
+         "SELECT NULL::text, " ORDER_COLS " FROM o "
+         "UNION ALL SELECT request_hash, " ORDER_COLS " FROM prev",
+         5},
+    [S_ORDER_BY_KEY] =
+        {"order_by_key",
+         "SELECT k.request_hash, o.id, o.user_id, o.amount_cents, "
+         "o.currency, o.status, " TS("o.created_at") " FROM "
+         "idempotency_keys k JOIN orders o ON o.id = k.order_id "
+         "WHERE k.key = $1",
+         1},
+    [S_ORDER_GET] = {"order_get",
+                     "SELECT " ORDER_COLS " FROM orders WHERE id = $1", 1},
+    [S_ORDER_STATUS] =
+        {"order_status",
+         "WITH cur AS (SELECT id, status FROM orders WHERE id = $1 "
+         "FOR UPDATE), "
+         "upd AS (UPDATE orders o SET status = $2, updated_at = now() "
+         "FROM cur WHERE o.id = cur.id AND cur.status = 'pending' "
+         "RETURNING o.*), "
+         "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
+         "detail) SELECT user_id, 'order_status', 'order', id, "
+         "jsonb_build_object('from', 'pending', 'to', status) FROM upd) "
+         "SELECT cur.status, upd.id, upd.user_id, upd.amount_cents, "
+         "upd.currency, upd.status, " TS("upd.created_at") " FROM cur "
+         "LEFT JOIN upd ON true",
+         2},
+};
+
+const struct pg_stmt_def *
+api_statements(unsigned *n)
+{
+    *n = S_COUNT;
+    return stmts;
+}
+
+int
+api_register(struct router *r)
+{
+    static const struct {
+        enum http_method m;
+        const char *pattern;
+        handler_fn fn;
+    } routes[] = {
+        {HTTP_GET, "/users", api_users_list},
+        {HTTP_POST, "/users", api_users_create},
+        {HTTP_GET, "/users/{id}", api_users_get},
+        {HTTP_PATCH, "/users/{id}", api_users_patch},
+        {HTTP_DELETE, "/users/{id}", api_users_delete},
+        {HTTP_GET, "/users/{id}/orders", api_users_orders},
+        {HTTP_GET, "/users/{id}/audit", api_users_audit},
+        {HTTP_POST, "/orders", api_orders_create},
+        {HTTP_GET, "/orders/{id}", api_orders_get},
+        {HTTP_PATCH, "/orders/{id}", api_orders_patch},
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+        if (router_add(r, routes[i].m, routes[i].pattern,
+                       (router_handler_fn)routes[i].fn) < 0)
+            return -1;
+    return 0;
+}
+
+/* ---- request pool and life cycle ---- */
+
+#define APIREQ_FREE_MAX 1024
+
+static struct apireq *free_list;
+static unsigned nfree;
+static struct jbuf jb;
+
+struct jbuf *
+api_jbuf(void)
+{
+    return &jb;
+}
+
+void
+api_fini(void)
+{
+    while (free_list) {
+        struct apireq *a = free_list;
+        free_list = a->next_free;
+        free(a);
+    }
+    nfree = 0;
+    json_fini(&jb);
+}
+
+static struct apireq *
+apireq_get(void)
+{
+    struct apireq *a = free_list;
+
+    if (a) {
+        free_list = a->next_free;
+        nfree--;
+    } else {
+        a = malloc(sizeof(*a));
+        if (a == NULL)
+            return NULL;
+        buf_allocs++;
+    }
+    memset(a, 0, offsetof(struct apireq, canon));
+    timer_init(&a->timer);
+    return a;
+}
+
+static void
+apireq_release(struct apireq *a)
+{
+    if (a->in_pg || !a->answered)
+        return;
+    timer_stop(&a->timer);
+    if (nfree >= APIREQ_FREE_MAX) {
+        free(a);
+        return;
+    }
+    a->next_free = free_list;
+    free_list = a;
+    nfree++;
+}
+
+static void
+api_done(struct pg_query *q, const PGresult *res, const char *err)
+{
+    struct apireq *a = container_of(q, struct apireq, q);
+
+    a->in_pg = false;
+    if (!a->answered) {
+        if (res == NULL)
+            api_error(a, 503, "Database unavailable: %s", err);
+        else
+            a->on_result(a, res);
+    }
+    apireq_release(a);
+}
+
+void
+api_request_timeout(struct loop *loop, struct timer *t)
+{
+    struct apireq *a = container_of(t, struct apireq, timer);
+    struct worker *wk = worker_self();
+
+    (void)loop;
+    if (!a->answered)
+        api_error(a, 504, "Request not answered within %u ms",
+                  wk->cfg->request_timeout_ms);
+    apireq_release(a);
+}
+
+struct apireq *
+api_begin(struct req_ctx *ctx, enum api_stmt stmt, api_result_fn on_result)
+{
+    struct worker *wk = ctx->wk;
+    struct apireq *a;
+
+    if (!pg_is_ready(wk->pg)) {
+        conn_reply_error(ctx, 503, "Database unavailable");
+        return NULL;
+    }
+    a = apireq_get();
+    if (a == NULL) {
+        conn_reply_error(ctx, 503, "Out of memory");
+        return NULL;
+    }
+    a->q.stmt = stmt;
+    a->q.done = api_done;
+    a->on_result = on_result;
+    return a;
+}
+
+bool
+api_param(struct apireq *a, const char *s, size_t n)
+{
+    if (a->q.nparams == PG_MAX_PARAMS)
+        return false;
+    if (s == NULL) {
+        a->q.values[a->q.nparams++] = NULL;
+        return true;
+    }
+    if (a->used + n + 1 > sizeof(a->storage))
+        return false;
+    memcpy(a->storage + a->used, s, n);
+    a->storage[a->used + n] = '\0';
+    a->q.values[a->q.nparams++] = a->storage + a->used;
+    a->used += n + 1;
+    return true;
+}
+
+bool
+api_param_i64(struct apireq *a, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    return api_param(a, tmp, (size_t)n);
+}
+
+void
+api_send(struct req_ctx *ctx, struct apireq *a)
+{
+    struct worker *wk = ctx->wk;
+    enum pg_submit_result r;
+
+    a->p = conn_defer(ctx);
+    if (a->p == NULL) {
+        a->answered = true;
+        apireq_release(a);
+        conn_reply_error(ctx, 503, "Out of memory");
+        return;
+    }
+    r = pg_submit(wk->pg, &a->q);
+    if (r != PG_OK) {
+        api_error(a, 503, "%s", r == PG_E_FULL
+                                    ? "Database queue full, try again"
+                                    : "Database unavailable");
+        apireq_release(a);
+        return;
+    }
+    a->in_pg = true;
+    timer_start(wk->loop, &wk->request_q, &a->timer);
+}
+
+void
+api_resubmit(struct apireq *a, enum api_stmt stmt, api_result_fn on_result)
+{
+    struct worker *wk = worker_self();
+    enum pg_submit_result r;
+
+    a->q.stmt = stmt;
+    a->on_result = on_result;
+    r = pg_submit(wk->pg, &a->q);
+    if (r != PG_OK) {
+        api_error(a, 503, "Database unavailable");
+        return;
+    }
+    a->in_pg = true;
+}
+
+void
+api_reply(struct apireq *a, int status, const char *extra, size_t extra_len)
+{
+    if (a->answered)
+        return;
+    a->answered = true;
+    timer_stop(&a->timer);
+    if (json_failed(&jb)) {
+        conn_complete_error(a->p, 503, "Out of memory");
+        return;
+    }
+    conn_complete(a->p, status, jb.p, jb.len, extra, extra_len);
+}
+
+void
+api_error(struct apireq *a, int status, const char *fmt, ...)
+{
+    char msg[600];
+    va_list ap;
+
+    if (a->answered)
+        return;
+    a->answered = true;
+    timer_stop(&a->timer);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    conn_complete_error(a->p, status, "%s", msg);
+}
+
+void
+api_db_error(struct apireq *a, const PGresult *res)
+{
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (code && strcmp(code, "57014") == 0) {
+        api_error(a, 504, "Database statement timed out");
+        return;
+    }
+    if (code && (strcmp(code, "40001") == 0 || strcmp(code, "40P01") == 0)) {
+        api_error(a, 503, "Database conflict, try again");
+        return;
+    }
+    log_error("database error %s: %s", code ? code : "?",
+              PQresultErrorMessage(res));
+    api_error(a, 500, "Database error");
+}
+
+/* ---- validation ---- */
+
+/* Positive int64 from decimal digits only. */
+static bool
+parse_pos_i64(const char *s, size_t n, int64_t *out)
+{
+    int64_t v = 0;
+
+    if (n == 0 || n > 19)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9 || v > (INT64_MAX - (int64_t)d) / 10)
+            return false;
+        v = v * 10 + (int64_t)d;
+    }
+    if (v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool
+api_path_id(struct req_ctx *ctx, unsigned idx, const char *what,
+            int64_t *out)
+{
+    const struct http_slice *s = &ctx->match->params[idx];
+
+    if (parse_pos_i64(s->ptr, s->len, out))
+        return true;
+    conn_reply_error(ctx, 400, "Invalid %s id: %.*s (want a positive integer)",
+                     what, (int)(s->len > 64 ? 64 : s->len), s->ptr);
+    return false;
+}
+
+#define PAGE_MAX 1000000000LL
+#define PER_PAGE_DEFAULT 20
+#define PER_PAGE_MAX 100
+
+bool
+api_paging(struct req_ctx *ctx, int64_t *limit, int64_t *offset)
+{
+    struct http_slice q = ctx->req->query, k, v;
+    int64_t page = 1, per_page = PER_PAGE_DEFAULT;
+    int rc;
+
+    while ((rc = http_query_next(&q, &k, &v)) == 1) {
+        int64_t *dst;
+        const char *name;
+        if (k.len == 4 && memcmp(k.ptr, "page", 4) == 0) {
+            dst = &page;
+            name = "page";
+        } else if (k.len == 8 && memcmp(k.ptr, "per_page", 8) == 0) {
+            dst = &per_page;
+            name = "per_page";
+        } else {
+            continue; /* other parameters are not ours to judge */
+        }
+        if (!parse_pos_i64(v.ptr, v.len, dst) ||
+            (dst == &page && page > PAGE_MAX)) {
+            conn_reply_error(ctx, 400,
+                             "Invalid %s: \"%.*s\" (want an integer >= 1)",
+                             name, (int)(v.len > 32 ? 32 : v.len), v.ptr);
+            return false;
+        }
+    }
+    if (rc < 0) {
+        conn_reply_error(ctx, 400, "Malformed query string");
+        return false;
+    }
+    if (per_page > PER_PAGE_MAX)
+        per_page = PER_PAGE_MAX; /* SPEC 2: capped, not refused */
+    *limit = per_page;
+    *offset = (page - 1) * per_page;
+    return true;
+}
+
+json_t *
+api_body(struct req_ctx *ctx)
+{
+    const struct http_slice *ct = &ctx->req->content_type;
+    json_error_t err;
+    json_t *root;
+
+    if (ct->len < 16 || strncasecmp(ct->ptr, "application/json", 16) != 0 ||
+        (ct->len > 16 && ct->ptr[16] != ';' && ct->ptr[16] != ' ')) {
+        conn_reply_error(ctx, 415, "Content-Type must be application/json");
+        return NULL;
+    }
+    if (ctx->body.len == 0) {
+        conn_reply_error(ctx, 400, "Request body required");
+        return NULL;
+    }
+    root = json_loadb(ctx->body.ptr, ctx->body.len,
+                      JSON_REJECT_DUPLICATES,
+                      &err);
+    if (root == NULL) {
+        conn_reply_error(ctx, 400, "Malformed JSON at line %d column %d: %s",
+                         err.line, err.column, err.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        conn_reply_error(ctx, 400, "Request body must be a JSON object");
+        return NULL;
+    }
+    return root;
+}
+
+bool
+api_only_fields(struct req_ctx *ctx, json_t *obj, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+
+    json_object_foreach(obj, key, val) {
+        bool ok = false;
+        (void)val;
+        for (const char *const *a = allowed; *a && !ok; a++)
+            ok = strcmp(key, *a) == 0;
+        if (!ok) {
+            conn_reply_error(ctx, 400, "Unknown field: %.64s", key);
+            return false;
+        }
+    }
+    return true;
+}
+
+size_t
+api_utf8_len(const char *s, size_t n)
+{
+    size_t count = 0;
+
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            count++;
+    return count;
+}
+
+static bool
+label_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '-';
+}
+
+/*
+ * A deliberately plain check (not all of RFC 5322): local@domain, one '@',
+ * local part 1..64 printable ASCII without specials or empty dot-atoms,
+ * domain of 2+ dot-separated labels of letters, digits and inner hyphens,
+ * 1..63 each, ending in a top-level label of 2+ letters; 254 bytes at most.
+ */
+bool
+api_valid_email(const char *s, size_t n)
+{
+    const char *at = n ? memchr(s, '@', n) : NULL;
+    size_t local, i, label = 0, labels = 0;
+    bool tld_letters = true;
+
+    if (n < 3 || n > 254 || at == NULL)
+        return false;
+    local = (size_t)(at - s);
+    if (local == 0 || local > 64 || s[0] == '.' || s[local - 1] == '.')
+        return false;
+    for (i = 0; i < local; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || strchr("\"(),:;<>@[\\]", c) ||
+            (c == '.' && s[i + 1] == '.'))
+            return false;
+    }
+    for (i = local + 1; i <= n; i++) {
+        unsigned char c = i < n ? (unsigned char)s[i] : '.';
+        if (c == '.') {
+            if (label == 0 || label > 63 || s[i - 1] == '-' ||
+                s[i - label] == '-')
+                return false;
+            labels++;
+            if (i < n) {
+                label = 0;
+                tld_letters = true;
+            }
+            continue;
+        }
+        if (!label_char(c))
+            return false;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')))
+            tld_letters = false;
+        label++;
+    }
+    return labels >= 2 && label >= 2 && tld_letters;
+}

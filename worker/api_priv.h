@@ -1,0 +1,118 @@
+/*
+ * api_priv.h - shared between api.c, api_users.c and api_orders.c; not a
+ * public interface.
+ *
+ * A database request's life: a handler validates the request (answering
+ * 400/404/415 at once when it is wrong), takes a struct apireq with
+ * api_begin(), adds parameters, and api_send()s it.  The connection owes
+ * the client an answer from then on (conn_defer()); it comes from the
+ * result callback, from the request timeout (504), or from a failure to
+ * reach the database (503), whichever is first.  The apireq is freed once
+ * it is answered and the database no longer holds it.
+ */
+#ifndef APIARY_API_PRIV_H
+#define APIARY_API_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "conn.h"
+#include "json.h"
+#include "loop.h"
+#include "pg.h"
+
+enum api_stmt {
+    S_USER_GET = 0,
+    S_USER_LIST,
+    S_USER_CREATE,
+    S_USER_PATCH,
+    S_USER_DELETE,
+    S_USER_ORDERS,
+    S_USER_AUDIT,
+    S_ORDER_CREATE,
+    S_ORDER_BY_KEY,
+    S_ORDER_GET,
+    S_ORDER_STATUS,
+    S_COUNT
+};
+
+struct apireq;
+typedef void (*api_result_fn)(struct apireq *a, const PGresult *res);
+
+#define APIREQ_STORAGE 1536
+
+struct apireq {
+    struct pg_query q;
+    struct pending *p;
+    struct timer timer;
+    api_result_fn on_result;
+    int64_t id;      /* the resource id, for messages */
+    int64_t user_id; /* POST /orders */
+    bool in_pg;
+    bool answered;
+    bool retried;    /* POST /orders: the idempotency lookup ran */
+    size_t used;
+    struct apireq *next_free;
+    char canon[64];  /* POST /orders: canonical request, for the key */
+    char storage[APIREQ_STORAGE];
+};
+
+/* Per-worker response buffer for result callbacks. */
+struct jbuf *api_jbuf(void);
+
+/*
+ * Starts a database request for stmt: replies 503 itself and returns NULL
+ * when the database is down or memory is short.
+ */
+struct apireq *api_begin(struct req_ctx *ctx, enum api_stmt stmt,
+                         api_result_fn on_result);
+/* Adds a text parameter (copied); NULL for SQL NULL.  false if too long. */
+bool api_param(struct apireq *a, const char *s, size_t n);
+bool api_param_i64(struct apireq *a, int64_t v);
+/* Defers the answer and submits; on failure answers 503 itself. */
+void api_send(struct req_ctx *ctx, struct apireq *a);
+/* From a result callback: submit again with another statement. */
+void api_resubmit(struct apireq *a, enum api_stmt stmt,
+                  api_result_fn on_result);
+
+/* Answers (exactly once) and marks the request answered. */
+void api_reply(struct apireq *a, int status, const char *extra,
+               size_t extra_len);       /* body: api_jbuf() */
+void api_error(struct apireq *a, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The generic mapping of a failed result (SQLSTATE) to a status. */
+void api_db_error(struct apireq *a, const PGresult *res);
+
+/* Validation helpers: on failure they answer 400 themselves, return false. */
+bool api_path_id(struct req_ctx *ctx, unsigned idx, const char *what,
+                 int64_t *out);
+bool api_paging(struct req_ctx *ctx, int64_t *limit, int64_t *offset);
+/* Parses the body as a JSON object; answers 400/415 itself on failure. */
+json_t *api_body(struct req_ctx *ctx);
+/* Fails (400) on a key not in allowed (NULL-terminated). */
+bool api_only_fields(struct req_ctx *ctx, json_t *obj,
+                     const char *const *allowed);
+
+/* Validators shared with the unit tests. */
+bool api_valid_email(const char *s, size_t n);
+/* Trims ASCII whitespace; counts UTF-8 code points; false if not UTF-8. */
+size_t api_utf8_len(const char *s, size_t n);
+
+/* Handlers */
+void api_users_list(struct req_ctx *ctx);
+void api_users_get(struct req_ctx *ctx);
+void api_users_create(struct req_ctx *ctx);
+void api_users_patch(struct req_ctx *ctx);
+void api_users_delete(struct req_ctx *ctx);
+void api_users_orders(struct req_ctx *ctx);
+void api_users_audit(struct req_ctx *ctx);
+void api_orders_create(struct req_ctx *ctx);
+void api_orders_get(struct req_ctx *ctx);
+void api_orders_patch(struct req_ctx *ctx);
+
+/* Writes one order object from row r of res starting at column col. */
+void api_order_json(struct jbuf *b, const PGresult *res, int r, int col);
+
+#endif

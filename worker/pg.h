@@ -1,0 +1,108 @@
+/*
+ * pg.h - the worker's one asynchronous PostgreSQL connection.
+ *
+ * One libpq connection per worker, owned by the worker's event loop
+ * (SPEC 1, 6): non-blocking, its socket in the same epoll set, in pipeline
+ * mode, so many client requests are in flight on it at once and their
+ * results come back in the order they were sent.  Each query is followed by
+ * its own sync point, so one failing query (a unique violation, say) never
+ * aborts its neighbours.
+ *
+ * States:  DOWN --connect--> CONNECTING --ok--> PREPARING --ok--> READY
+ *            ^                    |                  |              |
+ *            +------ failure / connection lost (backoff) -----------+
+ * Only READY accepts queries; in any other state pg_submit() fails at once
+ * (the caller answers 503).  On connection loss every query in flight and
+ * waiting is completed with an error straight away, the socket leaves the
+ * loop, and a reconnect is scheduled with capped exponential backoff
+ * (PG_BACKOFF_MIN_MS doubling to PG_BACKOFF_MAX_MS).
+ *
+ * PREPARING prepares every statement of the table given to pg_new() and
+ * checks the schema version (schema.h); an older schema is fatal: the
+ * worker logs the missing migration and exits 2 (SPEC 6: refuse to serve).
+ *
+ * Flow control: at most depth queries in flight; up to queue_max more wait
+ * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).
+ *
+ * Cost: libpq 15's PQpipelineSync() flushes, so each query is one write(2);
+ * results of many queries are read with one read(2).  Batching syncs would
+ * save the writes but let one failing query abort its batch-mates.
+ */
+#ifndef APIARY_PG_H
+#define APIARY_PG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "loop.h"
+
+#define PG_MAX_PARAMS 8
+#define PG_BACKOFF_MIN_MS 50
+#define PG_BACKOFF_MAX_MS 500
+#define PG_CONNECT_TIMEOUT_MS 5000
+
+struct pg;
+struct pg_query;
+
+/*
+ * Completion: res is the query's result (PGRES_TUPLES_OK, PGRES_COMMAND_OK
+ * or PGRES_FATAL_ERROR with the server's SQLSTATE), owned by pg and freed
+ * after the call; or res is NULL and err says why the query never ran or
+ * its result was lost ("database unavailable", "connection lost").
+ * Called exactly once per accepted query, from the loop, never from inside
+ * pg_submit().
+ */
+typedef void (*pg_done_fn)(struct pg_query *q, const PGresult *res,
+                           const char *err);
+
+struct pg_stmt_def {
+    const char *name;
+    const char *sql;
+    int nparams;
+};
+
+struct pg_query {
+    struct pg_query *next;
+    unsigned stmt; /* index into the statement table */
+    int nparams;
+    const char *values[PG_MAX_PARAMS]; /* must live until done runs */
+    pg_done_fn done;
+    void *arg; /* the submitter's */
+};
+
+enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
+
+struct pg_stats {
+    uint64_t queries;      /* completed */
+    uint64_t errors;       /* completed with an error */
+    uint64_t reconnects;   /* successful connections after the first */
+    uint32_t in_flight;    /* now */
+    uint32_t queued;       /* now */
+    uint32_t max_in_flight; /* high-water mark */
+};
+
+/*
+ * Creates the client and starts connecting.  conninfo is a libpq URL or
+ * key=value string; stmts (nstmts entries) stay owned by the caller and
+ * must outlive pg.  app_name appears in pg_stat_activity.  Returns NULL
+ * when out of memory.
+ */
+struct pg *pg_new(struct loop *loop, const char *conninfo,
+                  const struct pg_stmt_def *stmts, unsigned nstmts,
+                  uint32_t statement_timeout_ms, uint32_t depth,
+                  uint32_t queue_max, const char *app_name);
+
+/* Closes the connection (in-flight queries complete with an error). */
+void pg_free(struct pg **pgp);
+
+/* Queues q.  PG_OK, or PG_E_DOWN / PG_E_FULL (done is not called). */
+enum pg_submit_result pg_submit(struct pg *pg, struct pg_query *q);
+
+/* True when queries are accepted (GET /ready). */
+bool pg_is_ready(const struct pg *pg);
+
+const struct pg_stats *pg_get_stats(const struct pg *pg);
+
+#endif
