@@ -34,7 +34,8 @@ struct key {
     const char *help;
 };
 
-#define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
+#define F(field)                                                               \
+    offsetof(struct config, field), sizeof(((struct config *)0)->field)
 
 static const struct key keys[] = {
     {"listen", K_LISTEN, F(listen), 0, 0,
@@ -45,8 +46,7 @@ static const struct key keys[] = {
      "client connections per worker"},
     {"pidfile", K_STRING, F(pidfile), 0, 0, "pidfile path"},
     {"error_log", K_STRING, F(error_log), 0, 0, "path, - for stderr"},
-    {"access_log", K_STRING, F(access_log), 0, 0,
-     "path, - for stdout, off"},
+    {"access_log", K_STRING, F(access_log), 0, 0, "path, - for stdout, off"},
     {"log_level", K_LEVEL, F(log_level), 0, 3, "debug|info|warn|error"},
     {"header_timeout_ms", K_INT, F(header_timeout_ms), 1, 3600000,
      "time to receive a header section"},
@@ -68,8 +68,8 @@ static const struct key keys[] = {
      "header field count limit (431)"},
     {"max_body_bytes", K_SIZE, F(max_body_bytes), 0, 1073741824,
      "request body limit (413)"},
-    {"output_buffer_limit", K_SIZE, F(output_buffer_limit), 4096,
-     1073741824, "unsent output per connection before it is closed"},
+    {"output_buffer_limit", K_SIZE, F(output_buffer_limit), 4096, 1073741824,
+     "unsent output per connection before it is closed"},
     {"database_url", K_STRING, F(database_url), 0, 0, "libpq URL"},
     {"statement_timeout_ms", K_INT, F(statement_timeout_ms), 1, 3600000,
      "PostgreSQL statement_timeout of each worker connection"},
@@ -186,8 +186,7 @@ config_set(struct config *c, const char *name, const char *value,
              * stored as text and parsed again when binding */
             struct listen_addr addrs[LISTEN_MAX];
             char why[CONFIG_DIAG_MAX];
-            if (listen_parse(value, addrs, LISTEN_MAX, why, sizeof(why)) <
-                0) {
+            if (listen_parse(value, addrs, LISTEN_MAX, why, sizeof(why)) < 0) {
                 snprintf(diag, diag_len, "%s: %s", origin, why);
                 return -1;
             }
@@ -207,9 +206,8 @@ config_set(struct config *c, const char *name, const char *value,
                    !strcmp(value, "false") || !strcmp(value, "0")) {
             *(bool *)field = false;
         } else {
-            snprintf(diag, diag_len,
-                     "%s: %s: expected on or off, got \"%s\"", origin, name,
-                     value);
+            snprintf(diag, diag_len, "%s: %s: expected on or off, got \"%s\"",
+                     origin, name, value);
             return -1;
         }
         return 0;
@@ -252,8 +250,8 @@ is_space(char ch)
 }
 
 int
-config_parse(struct config *c, const char *text, size_t len,
-             const char *name, char *diag, size_t diag_len)
+config_parse(struct config *c, const char *text, size_t len, const char *name,
+             char *diag, size_t diag_len)
 {
     size_t pos = 0;
     unsigned lineno = 0;
@@ -334,8 +332,7 @@ config_load_file(struct config *c, const char *path, char *diag,
 
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        snprintf(diag, diag_len, "%s: cannot open: %s", path,
-                 strerror(errno));
+        snprintf(diag, diag_len, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     for (;;) {
@@ -452,8 +449,7 @@ config_print(const struct config *c, FILE *out)
             break;
         case K_LEVEL:
             fprintf(out, "%s",
-                    log_level_name((enum log_level) *
-                                   (const uint32_t *)field));
+                    log_level_name((enum log_level) * (const uint32_t *)field));
             break;
         case K_INT:
         case K_SIZE:

@@ -23,14 +23,14 @@
 #define CONFIG_DIAG_MAX 512
 
 struct config {
-    char listen[512];  /* "8080" or "127.0.0.1:8080, [::1]:8080" */
+    char listen[512]; /* "8080" or "127.0.0.1:8080, [::1]:8080" */
     uint32_t backlog;
-    uint32_t workers;  /* 0 before config_finish(): CPU count */
+    uint32_t workers;         /* 0 before config_finish(): CPU count */
     uint32_t max_connections; /* per worker */
     char pidfile[CONFIG_PATH_MAX];
     char error_log[CONFIG_PATH_MAX];
     char access_log[CONFIG_PATH_MAX];
-    uint32_t log_level;  /* enum log_level */
+    uint32_t log_level; /* enum log_level */
     uint32_t header_timeout_ms;
     uint32_t body_timeout_ms;
     uint32_t keepalive_timeout_ms;
@@ -44,8 +44,8 @@ struct config {
     uint64_t output_buffer_limit;
     char database_url[CONFIG_PATH_MAX];
     uint32_t statement_timeout_ms;
-    uint32_t db_pipeline_depth; /* queries in flight per worker */
-    uint32_t db_queue_limit;    /* queries waiting per worker (then 503) */
+    uint32_t db_pipeline_depth;    /* queries in flight per worker */
+    uint32_t db_queue_limit;       /* queries waiting per worker (then 503) */
     char sql_dir[CONFIG_PATH_MAX]; /* migrations, for apiaryd migrate */
     bool debug_endpoints;
 };

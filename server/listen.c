@@ -62,8 +62,8 @@ set_v6(struct listen_addr *a, const struct in6_addr *ip, unsigned port)
 }
 
 int
-listen_parse(const char *spec, struct listen_addr *out, size_t max,
-             char *diag, size_t diag_len)
+listen_parse(const char *spec, struct listen_addr *out, size_t max, char *diag,
+             size_t diag_len)
 {
     size_t n = 0;
     const char *p = spec;
@@ -90,7 +90,8 @@ listen_parse(const char *spec, struct listen_addr *out, size_t max,
         for (const char *q = item; q < end; q++)
             if (*q == ':')
                 colon = q;
-        if (item[0] != '[' && colon && memchr(item, ':', (size_t)(colon - item)))
+        if (item[0] != '[' && colon &&
+            memchr(item, ':', (size_t)(colon - item)))
             colon = NULL; /* bare IPv6 without brackets */
         if (colon == NULL) {
             if (parse_port(item, len, &port) < 0)
@@ -164,8 +165,7 @@ listen_open(const struct listen_addr *addrs, int n, int backlog, int *fds,
                     0);
         if (fd < 0) {
             if (a->optional && errno == EAFNOSUPPORT) {
-                log_warn("IPv6 is not available; not listening on %s",
-                         a->text);
+                log_warn("IPv6 is not available; not listening on %s", a->text);
                 continue;
             }
             snprintf(diag, diag_len, "socket() for %s failed: %s", a->text,
@@ -176,8 +176,8 @@ listen_open(const struct listen_addr *addrs, int n, int backlog, int *fds,
             (a->ss.ss_family == AF_INET6 &&
              setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) <
                  0)) {
-            snprintf(diag, diag_len, "setsockopt() for %s failed: %s",
-                     a->text, strerror(errno));
+            snprintf(diag, diag_len, "setsockopt() for %s failed: %s", a->text,
+                     strerror(errno));
             (void)close(fd);
             goto fail;
         }
@@ -186,8 +186,7 @@ listen_open(const struct listen_addr *addrs, int n, int backlog, int *fds,
             (void)close(fd);
             if (a->optional &&
                 (saved == EADDRNOTAVAIL || saved == EAFNOSUPPORT)) {
-                log_warn("IPv6 is not available; not listening on %s",
-                         a->text);
+                log_warn("IPv6 is not available; not listening on %s", a->text);
                 continue;
             }
             snprintf(diag, diag_len, "bind() to %s failed: %s", a->text,

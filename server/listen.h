@@ -16,8 +16,8 @@
 struct listen_addr {
     struct sockaddr_storage ss;
     socklen_t len;
-    char text[64];     /* "127.0.0.1:8080" / "[::1]:8080" for logs */
-    int optional;      /* from a bare port: IPv6 may be unavailable */
+    char text[64]; /* "127.0.0.1:8080" / "[::1]:8080" for logs */
+    int optional;  /* from a bare port: IPv6 may be unavailable */
 };
 
 /*
@@ -35,7 +35,7 @@ int listen_parse(const char *spec, struct listen_addr *out, size_t max,
  * not support is skipped with a warning.  Returns the number of sockets,
  * or -1 with diag filled (sockets already opened are closed).
  */
-int listen_open(const struct listen_addr *addrs, int n, int backlog,
-                int *fds, char *diag, size_t diag_len);
+int listen_open(const struct listen_addr *addrs, int n, int backlog, int *fds,
+                char *diag, size_t diag_len);
 
 #endif

@@ -202,8 +202,8 @@ log_write(enum log_level level, const char *fmt, ...)
                  "\"level\":\"%s\",\"pid\":%d,\"proc\":\"%s\","
                  "\"msg\":\"%s\"}\n",
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000,
-                 log_level_name(level), (int)getpid(), proc_name, esc);
+                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000, log_level_name(level),
+                 (int)getpid(), proc_name, esc);
     if (n < 0)
         return;
     if ((size_t)n >= sizeof(line)) {

@@ -66,8 +66,9 @@ send_signal(const struct config *cfg, const char *name)
         if (strcmp(name, sigs[i].name) == 0)
             signo = sigs[i].signo;
     if (signo == 0) {
-        fprintf(stderr, "apiaryd: -s: unknown signal \"%s\" (want stop, quit, "
-                        "reload or reopen)\n",
+        fprintf(stderr,
+                "apiaryd: -s: unknown signal \"%s\" (want stop, quit, "
+                "reload or reopen)\n",
                 name);
         return 1;
     }
@@ -131,8 +132,7 @@ main(int argc, char *argv[])
             const char *eq = strchr(optarg, '=');
             size_t kl = eq ? (size_t)(eq - optarg) : 0;
             if (eq == NULL || kl == 0 || kl >= sizeof(key)) {
-                fprintf(stderr, "apiaryd: -o %s: expected KEY=VALUE\n",
-                        optarg);
+                fprintf(stderr, "apiaryd: -o %s: expected KEY=VALUE\n", optarg);
                 return 1;
             }
             memcpy(key, optarg, kl);
@@ -144,8 +144,8 @@ main(int argc, char *argv[])
             break;
         }
         case 'p':
-            if (config_set(&cfg, "pidfile", optarg, "-p", diag,
-                           sizeof(diag)) < 0) {
+            if (config_set(&cfg, "pidfile", optarg, "-p", diag, sizeof(diag)) <
+                0) {
                 fprintf(stderr, "apiaryd: %s\n", diag);
                 return 1;
             }

@@ -41,16 +41,16 @@
 #define FAST_KILL_MS 1200
 
 struct slot {
-    pid_t pid;          /* 0: not running */
-    unsigned id;        /* 1-based, shown in titles and logs */
+    pid_t pid;   /* 0: not running */
+    unsigned id; /* 1-based, shown in titles and logs */
     uint64_t started_ms;
     uint64_t respawn_at_ms; /* when pid == 0 and not fatal */
     unsigned quick_deaths;
     bool fatal;
 };
 
-static volatile sig_atomic_t got_chld, got_term, got_quit, got_hup,
-    got_usr1, got_usr2;
+static volatile sig_atomic_t got_chld, got_term, got_quit, got_hup, got_usr1,
+    got_usr2;
 
 static struct slot slots[MAX_WORKERS];
 static unsigned nslots;
@@ -179,8 +179,7 @@ reap(bool shutting_down)
                       (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
         } else if (WEXITSTATUS(status) == 0) {
             log_at(shutting_down ? LOG_INFO : LOG_ERROR,
-                   "worker %u (pid %d) exited with status 0", s->id,
-                   (int)pid);
+                   "worker %u (pid %d) exited with status 0", s->id, (int)pid);
         } else {
             log_error("worker %u (pid %d) exited with status %d", s->id,
                       (int)pid, WEXITSTATUS(status));
@@ -199,9 +198,8 @@ reap(bool shutting_down)
         if (s->quick_deaths <= 1) {
             s->respawn_at_ms = now;
         } else {
-            uint64_t delay = 100ull << (s->quick_deaths - 2 < 7
-                                            ? s->quick_deaths - 2
-                                            : 7);
+            uint64_t delay =
+                100ull << (s->quick_deaths - 2 < 7 ? s->quick_deaths - 2 : 7);
             if (delay > RESPAWN_MAX_DELAY_MS)
                 delay = RESPAWN_MAX_DELAY_MS;
             log_warn("worker %u died %u times in a row within %d ms of "
@@ -217,8 +215,7 @@ static void
 signal_workers(int signo)
 {
     for (unsigned i = 0; i < nslots; i++)
-        if (slots[i].pid > 0 && kill(slots[i].pid, signo) < 0 &&
-            errno != ESRCH)
+        if (slots[i].pid > 0 && kill(slots[i].pid, signo) < 0 && errno != ESRCH)
             log_error("kill(%d, %d) failed: %s", (int)slots[i].pid, signo,
                       strerror(errno));
 }
@@ -283,8 +280,7 @@ master_run(struct config *cfg, int daemonize)
         return 1;
     }
     if (pidfile_write(pfh) < 0)
-        log_error("cannot write pidfile %s: %s", cfg->pidfile,
-                  strerror(errno));
+        log_error("cannot write pidfile %s: %s", cfg->pidfile, strerror(errno));
 
     log_set_proc("master");
     setproctitle("-apiaryd: master");

@@ -120,8 +120,7 @@ migrate_run(const struct config *cfg)
     qsort(list, n, sizeof(*list), cmp_migration);
     for (size_t i = 1; i < n; i++) {
         if (list[i].version == list[i - 1].version) {
-            fprintf(stderr,
-                    "apiaryd migrate: %s and %s have the same number\n",
+            fprintf(stderr, "apiaryd migrate: %s and %s have the same number\n",
                     list[i - 1].file, list[i].file);
             goto out;
         }
@@ -179,8 +178,9 @@ migrate_run(const struct config *cfg)
         if (exec_ok(conn, sql, list[i].file) < 0) {
             free(sql);
             (void)exec_ok(conn, "ROLLBACK", "ROLLBACK");
-            fprintf(stderr, "apiaryd migrate: %s rolled back; nothing of it "
-                            "was applied\n",
+            fprintf(stderr,
+                    "apiaryd migrate: %s rolled back; nothing of it "
+                    "was applied\n",
                     list[i].file);
             goto out;
         }
@@ -190,8 +190,8 @@ migrate_run(const struct config *cfg)
                          "VALUES ($1, $2)",
                          2, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "apiaryd migrate: recording %s: %s",
-                    list[i].file, PQresultErrorMessage(r));
+            fprintf(stderr, "apiaryd migrate: recording %s: %s", list[i].file,
+                    PQresultErrorMessage(r));
             (void)exec_ok(conn, "ROLLBACK", "ROLLBACK");
             goto out;
         }

@@ -26,8 +26,8 @@
     "id, user_id, amount_cents, currency, status, " TS("created_at")
 
 static const struct pg_stmt_def stmts[S_COUNT] = {
-    [S_USER_GET] = {"user_get",
-                    "SELECT " USER_COLS " FROM users WHERE id = $1", 1},
+    [S_USER_GET] = {"user_get", "SELECT " USER_COLS " FROM users WHERE id = $1",
+                    1},
     [S_USER_LIST] = {"user_list",
                      "SELECT " USER_COLS " FROM users ORDER BY id "
                      "LIMIT $1 OFFSET $2",
@@ -69,18 +69,24 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
         {"user_orders",
          "SELECT u.id, o.id, o.user_id, o.amount_cents, o.currency, "
          "o.status, " TS("o.created_at") " FROM users u "
-         "LEFT JOIN LATERAL (SELECT * FROM orders WHERE user_id = u.id "
-         "ORDER BY id LIMIT $2 OFFSET $3) o ON true WHERE u.id = $1 "
-         "ORDER BY o.id",
+                                         "LEFT JOIN LATERAL (SELECT * FROM "
+                                         "orders WHERE user_id = u.id "
+                                         "ORDER BY id LIMIT $2 OFFSET $3) o ON "
+                                         "true WHERE u.id = $1 "
+                                         "ORDER BY o.id",
          3},
     [S_USER_AUDIT] =
         {"user_audit",
          "SELECT k.known, a.id, a.action, a.entity, a.entity_id, "
-         "a.detail::text, " TS("a.created_at") " FROM (SELECT "
-         "EXISTS (SELECT 1 FROM users WHERE id = $1) OR "
-         "EXISTS (SELECT 1 FROM audit_log WHERE user_id = $1) AS known) k "
-         "LEFT JOIN LATERAL (SELECT * FROM audit_log WHERE user_id = $1 "
-         "ORDER BY id DESC LIMIT $2 OFFSET $3) a ON true ORDER BY a.id DESC",
+         "a.detail::text, " TS(
+             "a.created_at") " FROM (SELECT "
+                             "EXISTS (SELECT 1 FROM users WHERE id = $1) OR "
+                             "EXISTS (SELECT 1 FROM audit_log WHERE user_id = "
+                             "$1) AS known) k "
+                             "LEFT JOIN LATERAL (SELECT * FROM audit_log WHERE "
+                             "user_id = $1 "
+                             "ORDER BY id DESC LIMIT $2 OFFSET $3) a ON true "
+                             "ORDER BY a.id DESC",
          3},
     [S_ORDER_CREATE] =
         {"order_create",
@@ -101,9 +107,11 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
     [S_ORDER_BY_KEY] =
         {"order_by_key",
          "SELECT k.request_hash, o.id, o.user_id, o.amount_cents, "
-         "o.currency, o.status, " TS("o.created_at") " FROM "
-         "idempotency_keys k JOIN orders o ON o.id = k.order_id "
-         "WHERE k.key = $1",
+         "o.currency, o.status, " TS(
+             "o.created_at") " FROM "
+                             "idempotency_keys k JOIN orders o ON o.id = "
+                             "k.order_id "
+                             "WHERE k.key = $1",
          1},
     [S_ORDER_GET] = {"order_get",
                      "SELECT " ORDER_COLS " FROM orders WHERE id = $1", 1},
@@ -118,8 +126,9 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
          "detail) SELECT user_id, 'order_status', 'order', id, "
          "jsonb_build_object('from', 'pending', 'to', status) FROM upd) "
          "SELECT cur.status, upd.id, upd.user_id, upd.amount_cents, "
-         "upd.currency, upd.status, " TS("upd.created_at") " FROM cur "
-         "LEFT JOIN upd ON true",
+         "upd.currency, upd.status, " TS(
+             "upd.created_at") " FROM cur "
+                               "LEFT JOIN upd ON true",
          2},
 };
 
@@ -306,9 +315,9 @@ api_send(struct req_ctx *ctx, struct apireq *a)
     }
     r = pg_submit(wk->pg, &a->q);
     if (r != PG_OK) {
-        api_error(a, 503, "%s", r == PG_E_FULL
-                                    ? "Database queue full, try again"
-                                    : "Database unavailable");
+        api_error(a, 503, "%s",
+                  r == PG_E_FULL ? "Database queue full, try again"
+                                 : "Database unavailable");
         apireq_release(a);
         return;
     }
@@ -403,8 +412,7 @@ parse_pos_i64(const char *s, size_t n, int64_t *out)
 }
 
 bool
-api_path_id(struct req_ctx *ctx, unsigned idx, const char *what,
-            int64_t *out)
+api_path_id(struct req_ctx *ctx, unsigned idx, const char *what, int64_t *out)
 {
     const struct http_slice *s = &ctx->match->params[idx];
 
@@ -473,9 +481,8 @@ api_body(struct req_ctx *ctx)
         conn_reply_error(ctx, 400, "Request body required");
         return NULL;
     }
-    root = json_loadb(ctx->body.ptr, ctx->body.len,
-                      JSON_REJECT_DUPLICATES,
-                      &err);
+    root =
+        json_loadb(ctx->body.ptr, ctx->body.len, JSON_REJECT_DUPLICATES, &err);
     if (root == NULL) {
         conn_reply_error(ctx, 400, "Malformed JSON at line %d column %d: %s",
                          err.line, err.column, err.text);
@@ -495,7 +502,8 @@ api_only_fields(struct req_ctx *ctx, json_t *obj, const char *const *allowed)
     const char *key;
     json_t *val;
 
-    json_object_foreach(obj, key, val) {
+    json_object_foreach(obj, key, val)
+    {
         bool ok = false;
         (void)val;
         for (const char *const *a = allowed; *a && !ok; a++)

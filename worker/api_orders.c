@@ -55,8 +55,9 @@ got_by_key(struct apireq *a, const PGresult *res)
     }
     if (PQntuples(res) == 0) {
         /* the winner's row vanished (its order deleted): rare; retry */
-        api_error(a, 503, "Concurrent request with this Idempotency-Key, "
-                          "try again");
+        api_error(a, 503,
+                  "Concurrent request with this Idempotency-Key, "
+                  "try again");
         return;
     }
     answer_existing(a, res, 0);
@@ -114,9 +115,8 @@ int_field(struct req_ctx *ctx, json_t *obj, const char *key, int64_t max,
     }
     if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
         json_integer_value(v) > max) {
-        conn_reply_error(ctx, 400,
-                         "Field %s must be an integer from 1 to %lld", key,
-                         (long long)max);
+        conn_reply_error(ctx, 400, "Field %s must be an integer from 1 to %lld",
+                         key, (long long)max);
         return -1;
     }
     *out = json_integer_value(v);
@@ -138,8 +138,8 @@ valid_key(const struct http_slice *k)
 void
 api_orders_create(struct req_ctx *ctx)
 {
-    static const char *const allowed[] = {"user_id", "amount_cents",
-                                          "currency", NULL};
+    static const char *const allowed[] = {"user_id", "amount_cents", "currency",
+                                          NULL};
     const struct http_slice *key = &ctx->req->idempotency_key;
     json_t *body, *cur;
     const char *currency;
@@ -158,8 +158,7 @@ api_orders_create(struct req_ctx *ctx)
         return;
     if (!api_only_fields(ctx, body, allowed) ||
         int_field(ctx, body, "user_id", INT64_MAX, &user_id) < 0 ||
-        int_field(ctx, body, "amount_cents", 9007199254740991LL, &amount) <
-            0)
+        int_field(ctx, body, "amount_cents", 9007199254740991LL, &amount) < 0)
         goto out;
     cur = json_object_get(body, "currency");
     if (cur == NULL) {
@@ -167,9 +166,9 @@ api_orders_create(struct req_ctx *ctx)
         goto out;
     }
     currency = json_string_value(cur);
-    if (currency == NULL || json_string_length(cur) != 3 ||
-        currency[0] < 'A' || currency[0] > 'Z' || currency[1] < 'A' ||
-        currency[1] > 'Z' || currency[2] < 'A' || currency[2] > 'Z') {
+    if (currency == NULL || json_string_length(cur) != 3 || currency[0] < 'A' ||
+        currency[0] > 'Z' || currency[1] < 'A' || currency[1] > 'Z' ||
+        currency[2] < 'A' || currency[2] > 'Z') {
         conn_reply_error(ctx, 400,
                          "Field currency must be three upper-case letters "
                          "(ISO 4217), e.g. \"EUR\"");
@@ -179,8 +178,8 @@ api_orders_create(struct req_ctx *ctx)
     if (a == NULL)
         goto out;
     a->user_id = user_id;
-    n = snprintf(a->canon, sizeof(a->canon), "%lld:%lld:%s",
-                 (long long)user_id, (long long)amount, currency);
+    n = snprintf(a->canon, sizeof(a->canon), "%lld:%lld:%s", (long long)user_id,
+                 (long long)amount, currency);
     api_param_i64(a, user_id);
     api_param_i64(a, amount);
     api_param(a, currency, 3);
@@ -243,8 +242,7 @@ patched_order(struct apireq *a, const PGresult *res)
         return;
     }
     if (PQgetisnull(res, 0, 1)) {
-        api_error(a, 409,
-                  "Order %lld is %s; only pending orders change status",
+        api_error(a, 409, "Order %lld is %s; only pending orders change status",
                   (long long)a->id, PQgetvalue(res, 0, 0));
         return;
     }

@@ -52,10 +52,10 @@ struct apireq {
     int64_t user_id; /* POST /orders */
     bool in_pg;
     bool answered;
-    bool retried;    /* POST /orders: the idempotency lookup ran */
+    bool retried; /* POST /orders: the idempotency lookup ran */
     size_t used;
     struct apireq *next_free;
-    char canon[64];  /* POST /orders: canonical request, for the key */
+    char canon[64]; /* POST /orders: canonical request, for the key */
     char storage[APIREQ_STORAGE];
 };
 
@@ -79,7 +79,7 @@ void api_resubmit(struct apireq *a, enum api_stmt stmt,
 
 /* Answers (exactly once) and marks the request answered. */
 void api_reply(struct apireq *a, int status, const char *extra,
-               size_t extra_len);       /* body: api_jbuf() */
+               size_t extra_len); /* body: api_jbuf() */
 void api_error(struct apireq *a, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The generic mapping of a failed result (SQLSTATE) to a status. */

@@ -166,8 +166,8 @@ string_field(struct req_ctx *ctx, json_t *obj, const char *key,
         s++;
         n--;
     }
-    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' ||
-                     s[n - 1] == '\n' || s[n - 1] == '\r'))
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\n' ||
+                     s[n - 1] == '\r'))
         n--;
     if (strcmp(key, "name") == 0) {
         size_t chars = api_utf8_len(s, n);
@@ -335,8 +335,7 @@ deleted_user(struct apireq *a, const PGresult *res)
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         if (is_sqlstate(res, "23503")) {
-            api_error(a, 409,
-                      "User %lld has orders and cannot be deleted",
+            api_error(a, 409, "User %lld has orders and cannot be deleted",
                       (long long)a->id);
             return;
         }
@@ -404,8 +403,7 @@ api_users_orders(struct req_ctx *ctx)
     struct apireq *a;
     int64_t id, limit, offset;
 
-    if (!api_path_id(ctx, 0, "user", &id) ||
-        !api_paging(ctx, &limit, &offset))
+    if (!api_path_id(ctx, 0, "user", &id) || !api_paging(ctx, &limit, &offset))
         return;
     a = api_begin(ctx, S_USER_ORDERS, got_user_orders);
     if (a == NULL)
@@ -467,8 +465,7 @@ api_users_audit(struct req_ctx *ctx)
     struct apireq *a;
     int64_t id, limit, offset;
 
-    if (!api_path_id(ctx, 0, "user", &id) ||
-        !api_paging(ctx, &limit, &offset))
+    if (!api_path_id(ctx, 0, "user", &id) || !api_paging(ctx, &limit, &offset))
         return;
     a = api_begin(ctx, S_USER_AUDIT, got_user_audit);
     if (a == NULL)

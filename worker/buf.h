@@ -36,7 +36,7 @@ struct bufpool {
     struct chunk *free_list;
     uint32_t chunk_bytes; /* standard capacity */
     uint32_t nfree;
-    uint32_t max_free;    /* beyond this, returned chunks are freed */
+    uint32_t max_free; /* beyond this, returned chunks are freed */
 };
 
 /* Calls made to malloc() by this module since start. */
@@ -73,8 +73,7 @@ char *outq_reserve(struct outq *q, struct bufpool *p, size_t n);
 void outq_commit(struct outq *q, size_t n);
 
 /* Appends n bytes (any size, spanning chunks).  0, or -1 when out of memory. */
-int outq_append(struct outq *q, struct bufpool *p, const void *data,
-                size_t n);
+int outq_append(struct outq *q, struct bufpool *p, const void *data, size_t n);
 
 /*
  * Writes as much as the socket takes with writev(2).  Fully written chunks

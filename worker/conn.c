@@ -306,8 +306,7 @@ conn_reap_closed(struct worker *wk)
         wk->closing = c->next_closed;
         c->magic = 0;
         if (close(c->w.fd) < 0)
-            log_error("close() failed for fd %d: %s", c->w.fd,
-                      strerror(errno));
+            log_error("close() failed for fd %d: %s", c->w.fd, strerror(errno));
     }
 }
 
@@ -337,9 +336,10 @@ conn_write(struct worker *wk, struct conn *c)
         return;
     n = outq_write(&c->out, c->w.fd, &wk->out_pool);
     if (n < 0 && errno != EAGAIN) {
-        conn_close(wk, c, errno == EPIPE || errno == ECONNRESET
-                              ? "client reset the connection"
-                              : "write() failed");
+        conn_close(wk, c,
+                   errno == EPIPE || errno == ECONNRESET
+                       ? "client reset the connection"
+                       : "write() failed");
         return;
     }
     if (c->out.bytes == 0) {
@@ -386,8 +386,8 @@ conn_flush_pending(struct worker *wk)
 /* ---- replies ---- */
 
 void
-conn_reply(struct req_ctx *ctx, int status, const char *body,
-           size_t body_len, const char *extra, size_t extra_len)
+conn_reply(struct req_ctx *ctx, int status, const char *body, size_t body_len,
+           const char *extra, size_t extra_len)
 {
     struct worker *wk = ctx->wk;
     struct conn *c = ctx->c;
@@ -469,9 +469,9 @@ conn_defer(struct req_ctx *ctx)
     p->head = req && req->method == HTTP_HEAD;
     if (req) {
         p->method = req->method;
-        p->path_len = (uint16_t)(req->path.len < PENDING_PATH_MAX
-                                     ? req->path.len
-                                     : PENDING_PATH_MAX);
+        p->path_len =
+            (uint16_t)(req->path.len < PENDING_PATH_MAX ? req->path.len
+                                                        : PENDING_PATH_MAX);
         memcpy(p->path, req->path.ptr, p->path_len);
         p->rid_len = (uint8_t)(req->request_id.len < PENDING_RID_MAX
                                    ? req->request_id.len
@@ -527,8 +527,8 @@ pend_flush(struct worker *wk, struct conn *c)
 }
 
 void
-conn_complete(struct pending *p, int status, const char *body,
-              size_t body_len, const char *extra, size_t extra_len)
+conn_complete(struct pending *p, int status, const char *body, size_t body_len,
+              const char *extra, size_t extra_len)
 {
     struct worker *wk = worker_self();
     struct conn *c = p->c;
@@ -609,8 +609,8 @@ access_log_line(struct worker *wk, struct conn *c, enum http_method m,
                  http_method_name(m), epath, status, bytes,
                  (unsigned long long)(now_us() - start_us));
     if (n > 0)
-        log_access(line, (size_t)n < sizeof(line) ? (size_t)n
-                                                  : sizeof(line) - 1);
+        log_access(line,
+                   (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 }
 
 static void
@@ -757,17 +757,17 @@ process_input(struct worker *wk, struct conn *c, struct chunk *b)
                 return;
             }
             rs->header_len = (uint32_t)n;
-            rs->route = router_match(&wk->router, rs->req.method,
-                                     rs->req.path.ptr, rs->req.path.len,
-                                     &rs->match);
+            rs->route =
+                router_match(&wk->router, rs->req.method, rs->req.path.ptr,
+                             rs->req.path.len, &rs->match);
             if (!rs->req.has_body) {
                 dispatch(wk, c, b, (size_t)n, (struct http_slice){NULL, 0});
                 continue;
             }
             if (rs->route < 0) {
                 /* no handler wants the body: answer now, do not read it */
-                struct req_ctx ctx = {.wk = wk, .c = c, .req = &rs->req,
-                                      .match = &rs->match};
+                struct req_ctx ctx = {
+                    .wk = wk, .c = c, .req = &rs->req, .match = &rs->match};
                 c->ka_after = false;
                 c->linger = true;
                 route_error(&ctx, rs->route);

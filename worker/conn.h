@@ -74,11 +74,11 @@ struct conn {
     struct loop_watch w; /* w.fd is the socket */
     uint32_t magic;
     uint8_t state;
-    bool out_blocked;    /* socket full: EPOLLOUT wanted */
-    bool in_pending;     /* on worker->pending_out */
-    bool ka_after;       /* keep-alive after the current response */
-    bool linger;         /* unread input may remain: close gently */
-    bool in_paused;      /* too many answers outstanding: not reading */
+    bool out_blocked; /* socket full: EPOLLOUT wanted */
+    bool in_pending;  /* on worker->pending_out */
+    bool ka_after;    /* keep-alive after the current response */
+    bool linger;      /* unread input may remain: close gently */
+    bool in_paused;   /* too many answers outstanding: not reading */
     uint16_t npending;
     struct pending *pend_head, *pend_tail; /* answers owed, in order */
     struct timer timer;
@@ -87,7 +87,7 @@ struct conn {
     struct outq out;
     struct conn *next_pending; /* worker->pending_out link */
     struct conn *next_closed;  /* worker->closing link */
-    uint8_t peer[16];    /* IPv4-mapped or IPv6 address, for logs */
+    uint8_t peer[16];          /* IPv4-mapped or IPv6 address, for logs */
     uint16_t peer_port;
     uint8_t peer_family;
 };
@@ -103,7 +103,7 @@ struct req_ctx {
     struct http_request *req;
     const struct route_match *match;
     struct http_slice body;
-    int status;    /* set by the reply */
+    int status; /* set by the reply */
     long bytes_out;
     struct pending *deferred; /* set by conn_defer() */
 };

@@ -49,21 +49,20 @@ debug_worker(struct req_ctx *ctx)
     char body[512];
     int n;
 
-    n = snprintf(body, sizeof(body),
-                 "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
-                 "\"active\":%u,\"requests\":%llu,\"yields\":%llu,"
-                 "\"db_ready\":%s,\"db_queries\":%llu,\"db_errors\":%llu,"
-                 "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
-                 "\"db_queued\":%u,\"db_max_in_flight\":%u}",
-                 wk->id, (int)getpid(), (unsigned long long)wk->accepted,
-                 wk->nconns, (unsigned long long)wk->requests,
-                 (unsigned long long)wk->yields,
-                 pg_is_ready(wk->pg) ? "true" : "false",
-                 ps ? (unsigned long long)ps->queries : 0ULL,
-                 ps ? (unsigned long long)ps->errors : 0ULL,
-                 ps ? (unsigned long long)ps->reconnects : 0ULL,
-                 ps ? ps->in_flight : 0u, ps ? ps->queued : 0u,
-                 ps ? ps->max_in_flight : 0u);
+    n = snprintf(
+        body, sizeof(body),
+        "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
+        "\"active\":%u,\"requests\":%llu,\"yields\":%llu,"
+        "\"db_ready\":%s,\"db_queries\":%llu,\"db_errors\":%llu,"
+        "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
+        "\"db_queued\":%u,\"db_max_in_flight\":%u}",
+        wk->id, (int)getpid(), (unsigned long long)wk->accepted, wk->nconns,
+        (unsigned long long)wk->requests, (unsigned long long)wk->yields,
+        pg_is_ready(wk->pg) ? "true" : "false",
+        ps ? (unsigned long long)ps->queries : 0ULL,
+        ps ? (unsigned long long)ps->errors : 0ULL,
+        ps ? (unsigned long long)ps->reconnects : 0ULL, ps ? ps->in_flight : 0u,
+        ps ? ps->queued : 0u, ps ? ps->max_in_flight : 0u);
     conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
 }
 
@@ -74,8 +73,8 @@ handlers_register(struct router *r, const struct config *cfg)
         return -1;
     if (router_add(r, HTTP_GET, "/ready", (router_handler_fn)ready) < 0)
         return -1;
-    if (cfg->debug_endpoints &&
-        router_add(r, HTTP_GET, "/debug/worker", (router_handler_fn)debug_worker) < 0)
+    if (cfg->debug_endpoints && router_add(r, HTTP_GET, "/debug/worker",
+                                           (router_handler_fn)debug_worker) < 0)
         return -1;
     return 0;
 }

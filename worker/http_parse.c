@@ -59,19 +59,17 @@ enum { CONN_CLOSE = 1 << 0, CONN_KEEP_ALIVE = 1 << 1 };
 static const unsigned char tchar[256] = {
     ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1,
     ['*'] = 1, ['+'] = 1, ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1,
-    ['`'] = 1, ['|'] = 1, ['~'] = 1,
-    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1,
-    ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
-    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
-    ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
-    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
-    ['Y'] = 1, ['Z'] = 1,
-    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1,
-    ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1,
-    ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
-    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
-    ['y'] = 1, ['z'] = 1,
+    ['`'] = 1, ['|'] = 1, ['~'] = 1, ['0'] = 1, ['1'] = 1, ['2'] = 1,
+    ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,
+    ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1,
+    ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1,
+    ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,
+    ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
+    ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
 };
 
 static int
@@ -186,8 +184,8 @@ parse_request_line(struct http_request *req, char *s, size_t n)
         i++;
     if (i == n || s[i] != ' ')
         return i < n && s[i] == '\r' ? HTTP_PARSE_E_BARE_CR
-               : i == 0 || i == n   ? HTTP_PARSE_E_REQUEST_LINE
-                                    : HTTP_PARSE_E_METHOD;
+               : i == 0 || i == n    ? HTTP_PARSE_E_REQUEST_LINE
+                                     : HTTP_PARSE_E_METHOD;
     if (i == 0)
         return HTTP_PARSE_E_REQUEST_LINE;
     m = i;
@@ -284,9 +282,8 @@ parse_content_length(struct http_parser *p, struct http_request *req,
 
 /* Calls fn on each element of a comma-separated list, OWS trimmed. */
 static void
-each_list_item(const char *v, size_t n, void (*fn)(void *, const char *,
-                                                    size_t),
-               void *arg)
+each_list_item(const char *v, size_t n,
+               void (*fn)(void *, const char *, size_t), void *arg)
 {
     size_t i = 0;
     while (i < n) {
@@ -332,8 +329,7 @@ conn_item(void *arg, const char *s, size_t n)
 }
 
 static ssize_t
-parse_field(struct http_parser *p, struct http_request *req, char *s,
-            size_t n)
+parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
 {
     size_t i = 0, a, b;
     char *v;
@@ -441,9 +437,8 @@ finish(struct http_parser *p, struct http_request *req,
             return HTTP_PARSE_E_TE_HTTP10;
         if (p->seen & SEEN_CL)
             return HTTP_PARSE_E_CL_AND_TE;
-        if ((p->seen & SEEN_TE_CHUNKED) &&
-            ((p->seen & SEEN_TE_CHUNKED_TWICE) ||
-             !(p->seen & SEEN_TE_CHUNKED_LAST)))
+        if ((p->seen & SEEN_TE_CHUNKED) && ((p->seen & SEEN_TE_CHUNKED_TWICE) ||
+                                            !(p->seen & SEEN_TE_CHUNKED_LAST)))
             return HTTP_PARSE_E_TE_NOT_CHUNKED;
         if (p->seen & SEEN_TE_OTHER)
             return HTTP_PARSE_E_TE_UNKNOWN;
@@ -480,10 +475,17 @@ http_request_rebase(struct http_request *req, const char *old_base,
                     char *new_base)
 {
     struct http_slice *s[] = {
-        &req->method_name, &req->target,          &req->path,
-        &req->query,       &req->host,            &req->content_type,
-        &req->accept_encoding, &req->authorization, &req->request_id,
-        &req->origin,      &req->idempotency_key,
+        &req->method_name,
+        &req->target,
+        &req->path,
+        &req->query,
+        &req->host,
+        &req->content_type,
+        &req->accept_encoding,
+        &req->authorization,
+        &req->request_id,
+        &req->origin,
+        &req->idempotency_key,
     };
     for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++)
         if (s[i]->ptr)
@@ -498,8 +500,8 @@ http_parser_init(struct http_parser *p, struct http_request *req)
 }
 
 ssize_t
-http_parse_request(struct http_parser *p, struct http_request *req,
-                   char *buf, size_t len, const struct http_limits *lim)
+http_parse_request(struct http_parser *p, struct http_request *req, char *buf,
+                   size_t len, const struct http_limits *lim)
 {
     size_t pos = p->pos;
     ssize_t rc;
@@ -571,17 +573,17 @@ http_parse_request(struct http_parser *p, struct http_request *req,
 /* ---- chunked bodies (RFC 9112 section 7.1) ---- */
 
 enum chunk_state {
-    CH_SIZE = 0,  /* hex digits */
-    CH_SIZE_WS,   /* BWS after the digits */
-    CH_EXT,       /* chunk extension, skipped */
-    CH_SIZE_LF,   /* CR seen, LF expected */
-    CH_DATA,      /* chunk_left data bytes */
-    CH_DATA_CR,   /* CRLF after data */
+    CH_SIZE = 0, /* hex digits */
+    CH_SIZE_WS,  /* BWS after the digits */
+    CH_EXT,      /* chunk extension, skipped */
+    CH_SIZE_LF,  /* CR seen, LF expected */
+    CH_DATA,     /* chunk_left data bytes */
+    CH_DATA_CR,  /* CRLF after data */
     CH_DATA_LF,
-    CH_TRAILER,   /* start of a trailer line or the final CRLF */
+    CH_TRAILER, /* start of a trailer line or the final CRLF */
     CH_TRAILER_LINE,
     CH_TRAILER_LF,
-    CH_END_LF,    /* final CR seen */
+    CH_END_LF, /* final CR seen */
     CH_DONE
 };
 
@@ -813,9 +815,8 @@ static const struct {
                                           "conflicting Content-Length headers"},
     [-HTTP_PARSE_E_CL_AND_TE] = {400, "both Content-Length and "
                                       "Transfer-Encoding"},
-    [-HTTP_PARSE_E_TE_NOT_CHUNKED] = {400,
-                                      "chunked is not the final transfer "
-                                      "coding"},
+    [-HTTP_PARSE_E_TE_NOT_CHUNKED] = {400, "chunked is not the final transfer "
+                                           "coding"},
     [-HTTP_PARSE_E_TE_UNKNOWN] = {501, "transfer coding not implemented"},
     [-HTTP_PARSE_E_TE_HTTP10] = {400, "Transfer-Encoding in HTTP/1.0"},
     [-HTTP_PARSE_E_EXPECT] = {417, "unsupported expectation"},
@@ -843,10 +844,10 @@ http_parse_message(ssize_t code)
 }
 
 static const char *const method_names[HTTP_METHOD_COUNT] = {
-    [HTTP_METHOD_NONE] = "", [HTTP_GET] = "GET",
-    [HTTP_HEAD] = "HEAD",    [HTTP_POST] = "POST",
-    [HTTP_PUT] = "PUT",      [HTTP_DELETE] = "DELETE",
-    [HTTP_PATCH] = "PATCH",  [HTTP_OPTIONS] = "OPTIONS",
+    [HTTP_METHOD_NONE] = "",    [HTTP_GET] = "GET",
+    [HTTP_HEAD] = "HEAD",       [HTTP_POST] = "POST",
+    [HTTP_PUT] = "PUT",         [HTTP_DELETE] = "DELETE",
+    [HTTP_PATCH] = "PATCH",     [HTTP_OPTIONS] = "OPTIONS",
     [HTTP_CONNECT] = "CONNECT", [HTTP_TRACE] = "TRACE",
 };
 

@@ -53,33 +53,33 @@ enum http_method {
  */
 enum {
     HTTP_PARSE_AGAIN = -1,
-    HTTP_PARSE_E_REQUEST_LINE = -2,      /* 400 malformed request line */
-    HTTP_PARSE_E_METHOD = -3,            /* 400 method is not a token */
-    HTTP_PARSE_E_UNKNOWN_METHOD = -4,    /* 501 token, but not a method */
-    HTTP_PARSE_E_TARGET = -5,            /* 400 bad request-target */
-    HTTP_PARSE_E_VERSION = -6,           /* 400 malformed HTTP-version */
-    HTTP_PARSE_E_VERSION_UNSUPP = -7,    /* 505 HTTP/0.9, HTTP/2.0 ... */
-    HTTP_PARSE_E_URI_TOO_LONG = -8,      /* 414 request line over limit */
-    HTTP_PARSE_E_HEADERS_TOO_LARGE = -9, /* 431 header bytes over limit */
-    HTTP_PARSE_E_TOO_MANY_HEADERS = -10, /* 431 field count over limit */
-    HTTP_PARSE_E_BARE_CR = -11,          /* 400 CR not followed by LF */
-    HTTP_PARSE_E_BARE_LF = -12,          /* 400 LF not preceded by CR */
-    HTTP_PARSE_E_OBS_FOLD = -13,         /* 400 line folding */
+    HTTP_PARSE_E_REQUEST_LINE = -2,        /* 400 malformed request line */
+    HTTP_PARSE_E_METHOD = -3,              /* 400 method is not a token */
+    HTTP_PARSE_E_UNKNOWN_METHOD = -4,      /* 501 token, but not a method */
+    HTTP_PARSE_E_TARGET = -5,              /* 400 bad request-target */
+    HTTP_PARSE_E_VERSION = -6,             /* 400 malformed HTTP-version */
+    HTTP_PARSE_E_VERSION_UNSUPP = -7,      /* 505 HTTP/0.9, HTTP/2.0 ... */
+    HTTP_PARSE_E_URI_TOO_LONG = -8,        /* 414 request line over limit */
+    HTTP_PARSE_E_HEADERS_TOO_LARGE = -9,   /* 431 header bytes over limit */
+    HTTP_PARSE_E_TOO_MANY_HEADERS = -10,   /* 431 field count over limit */
+    HTTP_PARSE_E_BARE_CR = -11,            /* 400 CR not followed by LF */
+    HTTP_PARSE_E_BARE_LF = -12,            /* 400 LF not preceded by CR */
+    HTTP_PARSE_E_OBS_FOLD = -13,           /* 400 line folding */
     HTTP_PARSE_E_SPACE_BEFORE_COLON = -14, /* 400 "Name : value" */
-    HTTP_PARSE_E_HEADER_NAME = -15,      /* 400 empty or non-token name */
-    HTTP_PARSE_E_HEADER_VALUE = -16,     /* 400 control byte in value */
-    HTTP_PARSE_E_NO_HOST = -17,          /* 400 HTTP/1.1 without Host */
-    HTTP_PARSE_E_DUP_HOST = -18,         /* 400 two Host fields */
-    HTTP_PARSE_E_CONTENT_LENGTH = -19,   /* 400 not plain digits/overflow */
+    HTTP_PARSE_E_HEADER_NAME = -15,        /* 400 empty or non-token name */
+    HTTP_PARSE_E_HEADER_VALUE = -16,       /* 400 control byte in value */
+    HTTP_PARSE_E_NO_HOST = -17,            /* 400 HTTP/1.1 without Host */
+    HTTP_PARSE_E_DUP_HOST = -18,           /* 400 two Host fields */
+    HTTP_PARSE_E_CONTENT_LENGTH = -19,     /* 400 not plain digits/overflow */
     HTTP_PARSE_E_DUP_CONTENT_LENGTH = -20, /* 400 differing duplicates */
-    HTTP_PARSE_E_CL_AND_TE = -21,        /* 400 both framings present */
-    HTTP_PARSE_E_TE_NOT_CHUNKED = -22,   /* 400 chunked missing or not last */
-    HTTP_PARSE_E_TE_UNKNOWN = -23,       /* 501 coding other than chunked */
-    HTTP_PARSE_E_TE_HTTP10 = -24,        /* 400 Transfer-Encoding in 1.0 */
-    HTTP_PARSE_E_EXPECT = -25,           /* 417 expectation not 100-continue */
-    HTTP_PARSE_E_BODY_TOO_LARGE = -26,   /* 413 body over limit */
-    HTTP_PARSE_E_CHUNK = -27,            /* 400 malformed chunked body */
-    HTTP_PARSE_E_PERCENT = -28,          /* 400 bad %XX or %00 in path */
+    HTTP_PARSE_E_CL_AND_TE = -21,          /* 400 both framings present */
+    HTTP_PARSE_E_TE_NOT_CHUNKED = -22,     /* 400 chunked missing or not last */
+    HTTP_PARSE_E_TE_UNKNOWN = -23,         /* 501 coding other than chunked */
+    HTTP_PARSE_E_TE_HTTP10 = -24,          /* 400 Transfer-Encoding in 1.0 */
+    HTTP_PARSE_E_EXPECT = -25,         /* 417 expectation not 100-continue */
+    HTTP_PARSE_E_BODY_TOO_LARGE = -26, /* 413 body over limit */
+    HTTP_PARSE_E_CHUNK = -27,          /* 400 malformed chunked body */
+    HTTP_PARSE_E_PERCENT = -28,        /* 400 bad %XX or %00 in path */
     HTTP_PARSE_E_LAST = -28
 };
 
@@ -116,7 +116,7 @@ struct http_request {
     struct http_slice content_type;
     struct http_slice accept_encoding;
     struct http_slice authorization;
-    struct http_slice request_id;  /* X-Request-Id */
+    struct http_slice request_id; /* X-Request-Id */
     struct http_slice origin;
     struct http_slice idempotency_key;
 };

@@ -33,7 +33,7 @@
 #include <sys/epoll.h>
 
 #define container_of(ptr, type, member)                                        \
-    ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 struct loop;
 struct loop_watch;
@@ -95,8 +95,7 @@ int loop_mod(struct loop *loop, struct loop_watch *w, uint32_t mask);
  */
 int loop_del(struct loop *loop, struct loop_watch *w);
 
-void timer_queue_init(struct timer_queue *q, uint32_t duration_ms,
-                      timer_fn fn);
+void timer_queue_init(struct timer_queue *q, uint32_t duration_ms, timer_fn fn);
 void timer_init(struct timer *t);
 /* (Re)starts t in q: it fires duration_ms from now.  O(1). */
 void timer_start(struct loop *loop, struct timer_queue *q, struct timer *t);

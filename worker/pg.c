@@ -55,8 +55,7 @@ struct pg {
     struct pg_stats stats;
 };
 
-static void pg_event(struct loop *loop, struct loop_watch *w,
-                     uint32_t events);
+static void pg_event(struct loop *loop, struct loop_watch *w, uint32_t events);
 static void start_connect(struct loop *loop, void *arg);
 
 /* ---- socket registration ---- */
@@ -208,8 +207,7 @@ lost(struct pg *pg, const char *why)
     }
     pg->state = PG_DOWN;
     fail_all(pg, "database unavailable");
-    loop_alarm_set(pg->loop, &pg->reconnect, pg->backoff_ms, start_connect,
-                   pg);
+    loop_alarm_set(pg->loop, &pg->reconnect, pg->backoff_ms, start_connect, pg);
     pg->backoff_ms = pg->backoff_ms * 2 > PG_BACKOFF_MAX_MS
                          ? PG_BACKOFF_MAX_MS
                          : pg->backoff_ms * 2;
@@ -277,8 +275,7 @@ connected(struct pg *pg)
 {
     struct pg_query *q;
 
-    if (PQsetnonblocking(pg->conn, 1) < 0 ||
-        !PQenterPipelineMode(pg->conn)) {
+    if (PQsetnonblocking(pg->conn, 1) < 0 || !PQenterPipelineMode(pg->conn)) {
         lost(pg, PQerrorMessage(pg->conn));
         return;
     }
@@ -477,10 +474,9 @@ pg_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 /* ---- public ---- */
 
 struct pg *
-pg_new(struct loop *loop, const char *conninfo,
-       const struct pg_stmt_def *stmts, unsigned nstmts,
-       uint32_t statement_timeout_ms, uint32_t depth, uint32_t queue_max,
-       const char *app_name)
+pg_new(struct loop *loop, const char *conninfo, const struct pg_stmt_def *stmts,
+       unsigned nstmts, uint32_t statement_timeout_ms, uint32_t depth,
+       uint32_t queue_max, const char *app_name)
 {
     struct pg *pg = calloc(1, sizeof(*pg));
 
@@ -541,8 +537,7 @@ pg_submit(struct pg *pg, struct pg_query *q)
         if (send_query(pg, q) < 0) {
             /* the socket is failing; answer this one now as "down" and
              * let the next event tear the connection down */
-            log_error("sending a query failed: %s",
-                      PQerrorMessage(pg->conn));
+            log_error("sending a query failed: %s", PQerrorMessage(pg->conn));
             return PG_E_DOWN;
         }
         if (PQflush(pg->conn) == 1)

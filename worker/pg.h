@@ -75,11 +75,11 @@ struct pg_query {
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
 
 struct pg_stats {
-    uint64_t queries;      /* completed */
-    uint64_t errors;       /* completed with an error */
-    uint64_t reconnects;   /* successful connections after the first */
-    uint32_t in_flight;    /* now */
-    uint32_t queued;       /* now */
+    uint64_t queries;       /* completed */
+    uint64_t errors;        /* completed with an error */
+    uint64_t reconnects;    /* successful connections after the first */
+    uint32_t in_flight;     /* now */
+    uint32_t queued;        /* now */
     uint32_t max_in_flight; /* high-water mark */
 };
 

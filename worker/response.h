@@ -21,13 +21,13 @@
 
 struct response {
     int status;
-    const char *body;       /* NULL for none */
+    const char *body; /* NULL for none */
     size_t body_len;
-    const char *extra;      /* extra header lines, each ending in CRLF */
+    const char *extra; /* extra header lines, each ending in CRLF */
     size_t extra_len;
-    bool head;              /* HEAD: headers only, Content-Length kept */
+    bool head; /* HEAD: headers only, Content-Length kept */
     bool keep_alive;
-    bool no_body_headers;   /* 204 / 304: no Content-Type/-Length */
+    bool no_body_headers; /* 204 / 304: no Content-Type/-Length */
 };
 
 /* Reformats the cached Date header for time now (seconds). */

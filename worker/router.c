@@ -95,8 +95,8 @@ path_matches(const struct route *rt, const struct http_slice *segs, int nsegs,
 }
 
 int
-router_match(const struct router *r, enum http_method method,
-             const char *path, size_t len, struct route_match *m)
+router_match(const struct router *r, enum http_method method, const char *path,
+             size_t len, struct route_match *m)
 {
     struct http_slice segs[ROUTER_MAX_SEGMENTS];
     int nsegs = split(path, len, segs);

@@ -157,16 +157,15 @@ install_signals(unsigned id)
 
 /* ---- accepting ---- */
 
-static void on_accept(struct loop *loop, struct loop_watch *w,
-                      uint32_t events);
+static void on_accept(struct loop *loop, struct loop_watch *w, uint32_t events);
 
 static void
 listener_register(struct worker *wk, struct listener *l)
 {
     if (l->registered || wk->accept_stopped)
         return;
-    if (loop_add(wk->loop, &l->w, l->fd, EPOLLIN | EPOLLEXCLUSIVE,
-                 on_accept) < 0) {
+    if (loop_add(wk->loop, &l->w, l->fd, EPOLLIN | EPOLLEXCLUSIVE, on_accept) <
+        0) {
         log_error("epoll_ctl(ADD) failed for listener %d: %s", l->fd,
                   strerror(errno));
         return;
@@ -453,8 +452,8 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     wk->limits.max_headers = cfg->max_headers;
     wk->limits.max_body_bytes = cfg->max_body_bytes;
     /* leading empty lines + request line + CRLF + fields + one more byte */
-    wk->header_cap = 16 + (size_t)cfg->max_request_line + 2 +
-                     cfg->max_header_bytes + 2;
+    wk->header_cap =
+        16 + (size_t)cfg->max_request_line + 2 + cfg->max_header_bytes + 2;
     hdr = (uint32_t)((wk->header_cap + 4095) & ~(size_t)4095);
     if (hdr < 16384)
         hdr = 16384;
@@ -462,7 +461,8 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
         worker_fail("getrlimit(RLIMIT_NOFILE)");
     wk->conns_cap = rl.rlim_cur > 4194304 ? 4194304 : (unsigned)rl.rlim_cur;
-    /* calloc of a large table is fresh zero pages: untouched fds cost nothing */
+    /* calloc of a large table is fresh zero pages: untouched fds cost nothing
+     */
     wk->conns = calloc(wk->conns_cap, sizeof(struct conn));
     if (wk->conns == NULL)
         worker_fail("calloc(connection table)");

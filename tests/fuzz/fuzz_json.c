@@ -54,13 +54,13 @@ walk(json_t *v, int depth)
     if (json_is_string(v)) {
         check_string(json_string_value(v), json_string_length(v));
     } else if (json_is_object(v)) {
-        json_object_foreach(v, key, item) {
+        json_object_foreach(v, key, item)
+        {
             check_string(key, strlen(key));
             walk(item, depth + 1);
         }
     } else if (json_is_array(v)) {
-        json_array_foreach(v, i, item)
-            walk(item, depth + 1);
+        json_array_foreach(v, i, item) walk(item, depth + 1);
     }
 }
 

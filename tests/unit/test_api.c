@@ -38,11 +38,10 @@ test_json_writer(void **state)
     json_lit(&b, "}");
     assert_false(json_failed(&b));
     json_raw(&b, "", 1);
-    assert_string_equal(b.p,
-                        "{\"s\":\"a\\\"b\\\\c\\n\\t\\u0001\xc3\xa9\","
-                        "\"n\":-9223372036854775808,\"z\":0,"
-                        "\"t\":\"2026-11-23T19:00:09.459039Z\","
-                        "\"e\":\"1969-12-31T23:59:59.999999Z\"}");
+    assert_string_equal(b.p, "{\"s\":\"a\\\"b\\\\c\\n\\t\\u0001\xc3\xa9\","
+                             "\"n\":-9223372036854775808,\"z\":0,"
+                             "\"t\":\"2026-11-23T19:00:09.459039Z\","
+                             "\"e\":\"1969-12-31T23:59:59.999999Z\"}");
     json_fini(&b);
 }
 
@@ -69,14 +68,16 @@ static void
 test_email(void **state)
 {
     static const char *const good[] = {
-        "a@b.co", "ada@example.com", "first.last+tag@sub.example.org",
+        "a@b.co",
+        "ada@example.com",
+        "first.last+tag@sub.example.org",
         "x_y-z@a-b.io",
     };
     static const char *const bad[] = {
-        "", "a", "@b.co", "a@", "a@b", "a@b.c", "a@@b.co", "a b@c.de",
-        "a@b c.de", ".a@b.co", "a.@b.co", "a..b@c.de", "a@-b.co",
-        "a@b-.co", "a@.b.co", "a@b..co", "a@b.c0m", "a\"b@c.de",
-        "a@b.co.", "a@b_c.de",
+        "",        "a",         "@b.co",     "a@",       "a@b",
+        "a@b.c",   "a@@b.co",   "a b@c.de",  "a@b c.de", ".a@b.co",
+        "a.@b.co", "a..b@c.de", "a@-b.co",   "a@b-.co",  "a@.b.co",
+        "a@b..co", "a@b.c0m",   "a\"b@c.de", "a@b.co.",  "a@b_c.de",
     };
     char big[300];
     (void)state;

@@ -121,9 +121,9 @@ test_nul_byte(void **state)
 {
     static const char text[] = "workers = 2\0junk\n";
     (void)state;
-    assert_int_equal(config_parse(&c, text, sizeof(text) - 1, "t.conf", diag,
-                                  sizeof(diag)),
-                     -1);
+    assert_int_equal(
+        config_parse(&c, text, sizeof(text) - 1, "t.conf", diag, sizeof(diag)),
+        -1);
     assert_non_null(strstr(diag, "NUL"));
 }
 

@@ -11,8 +11,14 @@
 
 #include "router.h"
 
-static void h_a(void) {}
-static void h_b(void) {}
+static void
+h_a(void)
+{
+}
+static void
+h_b(void)
+{
+}
 
 static struct router r;
 
@@ -114,8 +120,8 @@ test_bad_patterns(void **state)
     assert_int_equal(router_add(&r2, HTTP_GET, "nope", h_a), -1);
     assert_int_equal(router_add(&r2, HTTP_GET, "/a//b", h_a), -1);
     assert_int_equal(router_add(&r2, HTTP_GET, "/a/", h_a), -1);
-    assert_int_equal(
-        router_add(&r2, HTTP_GET, "/{a}/{b}/{c}/{d}/{e}", h_a), -1);
+    assert_int_equal(router_add(&r2, HTTP_GET, "/{a}/{b}/{c}/{d}/{e}", h_a),
+                     -1);
     for (int i = 0; i < ROUTER_MAX_ROUTES; i++)
         assert_int_equal(router_add(&r2, HTTP_GET, "/x", h_a), 0);
     assert_int_equal(router_add(&r2, HTTP_GET, "/x", h_a), -1);
