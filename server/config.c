@@ -145,10 +145,10 @@ parse_uint(const char *v, bool suffix, uint64_t *out)
             mul = 1024;
             break;
         case 'm':
-            mul = 1024 * 1024;
+            mul = 1024ULL * 1024;
             break;
         case 'g':
-            mul = 1024 * 1024 * 1024;
+            mul = 1024ULL * 1024 * 1024;
             break;
         default:
             return -1;
@@ -340,7 +340,7 @@ config_load_file(struct config *c, const char *path, char *diag,
         if (len == cap) {
             char *t;
             cap = cap ? cap * 2 : 4096;
-            if (cap > 16 * 1024 * 1024) {
+            if (cap > (size_t)16 * 1024 * 1024) {
                 snprintf(diag, diag_len, "%s: file too large", path);
                 goto fail;
             }

@@ -129,7 +129,7 @@ main(int argc, char *argv[])
             break;
         case 'o': {
             char key[64];
-            const char *eq = strchr(optarg, '=');
+            const char *eq = optarg ? strchr(optarg, '=') : NULL;
             size_t kl = eq ? (size_t)(eq - optarg) : 0;
             if (eq == NULL || kl == 0 || kl >= sizeof(key)) {
                 fprintf(stderr, "apiaryd: -o %s: expected KEY=VALUE\n", optarg);

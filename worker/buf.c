@@ -186,7 +186,7 @@ outq_write(struct outq *q, int fd, struct bufpool *p)
         }
         total += w;
         q->bytes -= (uint64_t)w;
-        for (size_t left = (size_t)w; left > 0;) {
+        for (size_t left = (size_t)w; left > 0 && q->head;) {
             struct chunk *h = q->head;
             size_t avail = h->end - h->start;
             if (left < avail) {

@@ -539,7 +539,7 @@ http_parse_request(struct http_parser *p, struct http_request *req, char *buf,
         if (p->state == ST_REQUEST_LINE) {
             if (end == start) {
                 /* leading empty line: skip a few, not forever */
-                if (pos > 2 * HTTP_LEADING_EMPTY_MAX)
+                if (pos > (size_t)2 * HTTP_LEADING_EMPTY_MAX)
                     return HTTP_PARSE_E_REQUEST_LINE;
                 continue;
             }

@@ -244,7 +244,7 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
     (void)loop;
     (void)events;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        struct sockaddr_storage ss;
+        struct sockaddr_storage ss = {0};
         socklen_t sl = sizeof(ss);
         int fd, one = 1;
 
