@@ -74,6 +74,32 @@ def test_sigkill_worker_is_logged_and_respawned(apiary):
     srv.fd_baseline.update(settled_fd_counts([after[victim_id]]))
 
 
+def test_fatal_signal_writes_backtrace_then_respawns(apiary):
+    srv = apiary(workers=1)
+    (wid, victim), = srv.workers().items()
+    srv.expected_deaths = 1
+    os.kill(victim, signal.SIGSEGV)
+    wait_for(lambda: srv.workers().get(wid) not in (None, victim),
+             10, "worker %d to be respawned" % wid)
+    text = wait_for(
+        lambda: (lambda t: t if "end of backtrace" in t else None)(
+            srv.error_log.read_text(errors="replace")),
+        10, "the backtrace in the error log")
+    lines = text.splitlines()
+    start = next(i for i, l in enumerate(lines)
+                 if "worker crashed on signal 11" in l)
+    end = next(i for i, l in enumerate(lines) if "end of backtrace" in l)
+    frames = lines[start + 1:end]
+    assert any("loop_run" in f or "worker_run" in f for f in frames), frames
+    assert any("killed by signal 11" in l for l in lines[end:]), lines[end:]
+    srv.wait_workers(1)
+    srv.assert_answers()
+    # the crash line, its backtrace's end and the master's line all match
+    # the teardown's crash patterns: they are this test's doing
+    srv.expected_deaths = len(srv.crash_lines())
+    srv.fd_baseline.update(settled_fd_counts(list(srv.workers().values())))
+
+
 def test_connections_spread_over_workers(apiary):
     """SPEC 4: with 200 connections opened at once, each worker's share
     stays within 15% of the mean."""
