@@ -4,7 +4,8 @@
  * Result matching in pipeline mode: for every query we send
  * Query + Sync, so the server answers with the query's result, then libpq
  * returns NULL (end of that query), then a PGRES_PIPELINE_SYNC result.
- * The head of the in-flight FIFO gets the first result; the SYNC pops it.
+ * The head of the in-flight FIFO is popped and completed by its result;
+ * the SYNC that follows only clears awaiting_sync.
  *
  * Descriptors: libpq may replace its socket while connecting (and closes the
  * old one itself), so after every PQconnectPoll() the socket is compared
@@ -41,8 +42,8 @@ struct pg {
     unsigned nstmts;
     uint32_t depth, queue_max;
 
-    struct pg_query *fl_head, *fl_tail; /* in flight */
-    bool head_done;                     /* head got its result */
+    struct pg_query *fl_head, *fl_tail; /* sent, result not yet in */
+    bool awaiting_sync; /* the last completed query's SYNC is due */
     struct pg_query *wait_head, *wait_tail;
 
     struct pg_query *internal; /* nstmts + 1, used while PREPARING */
@@ -170,7 +171,7 @@ fail_all(struct pg *pg, const char *why)
     pg->wait_head = pg->wait_tail = NULL;
     pg->stats.in_flight = 0;
     pg->stats.queued = 0;
-    pg->head_done = false;
+    pg->awaiting_sync = false;
     while ((q = fl) != NULL) {
         fl = q->next;
         if (q->done) {
@@ -365,20 +366,28 @@ connect_step(struct pg *pg)
 
 /* ---- results ---- */
 
+/*
+ * Takes the head query off the in-flight list and completes it.  It leaves
+ * the list before its callback runs: the callback may free the query's
+ * memory and reuse it for a new query at once (found by bench-db: a reused
+ * query pushed while still at the head cut the list short).  Its SYNC is
+ * then expected next (pg->awaiting_sync).
+ */
 static void
-deliver(struct pg *pg, const PGresult *res)
+complete_head(struct pg *pg, const PGresult *res, const char *err)
 {
-    struct pg_query *q = pg->fl_head;
+    struct pg_query *q = pop(&pg->fl_head, &pg->fl_tail);
+    bool internal = q->done == internal_done;
 
-    pg->head_done = true;
-    if (q->done == NULL)
-        return;
-    if (q->done != internal_done) {
+    pg->awaiting_sync = true;
+    if (!internal) {
+        pg->stats.in_flight--;
         pg->stats.queries++;
-        if (PQresultStatus(res) == PGRES_FATAL_ERROR)
+        if (res == NULL || PQresultStatus(res) == PGRES_FATAL_ERROR)
             pg->stats.errors++;
     }
-    q->done(q, res, NULL);
+    if (q->done)
+        q->done(q, res, err);
 }
 
 static int
@@ -388,39 +397,36 @@ drain(struct pg *pg)
 
     while (pg->conn && !PQisBusy(pg->conn)) {
         PGresult *res = PQgetResult(pg->conn);
-        ExecStatusType st;
 
         if (res == NULL) {
             /* end of one query's results; its SYNC follows.  Two NULLs in
              * a row mean libpq has nothing more for now. */
-            if (pg->fl_head == NULL || ++nulls > 1)
+            if ((pg->fl_head == NULL && !pg->awaiting_sync) || ++nulls > 1)
                 break;
             continue;
         }
         nulls = 0;
-        st = PQresultStatus(res);
-        if (pg->fl_head == NULL) {
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            if (pg->awaiting_sync) {
+                pg->awaiting_sync = false;
+                continue;
+            }
+            /* a query that produced no result at all */
+            if (pg->fl_head == NULL) {
+                log_error("database sent a sync nobody waits for");
+                return -1;
+            }
+            complete_head(pg, NULL, "no result from the database");
+            pg->awaiting_sync = false;
+            continue;
+        }
+        if (pg->awaiting_sync || pg->fl_head == NULL) {
             PQclear(res);
             log_error("database sent a result nobody waits for");
             return -1;
         }
-        if (st == PGRES_PIPELINE_SYNC) {
-            struct pg_query *q = pop(&pg->fl_head, &pg->fl_tail);
-            bool was_done = pg->head_done;
-            PQclear(res);
-            pg->head_done = false;
-            if (q->done != internal_done)
-                pg->stats.in_flight--;
-            if (!was_done) {
-                /* a query with no result at all: treat as an error */
-                pg->stats.errors++;
-                if (q->done)
-                    q->done(q, NULL, "no result from the database");
-            }
-            continue;
-        }
-        if (!pg->head_done)
-            deliver(pg, res);
+        complete_head(pg, res, NULL);
         PQclear(res);
     }
     return 0;
