@@ -1,11 +1,12 @@
 /*
  * pg.c - see pg.h for the states and the contract.
  *
- * Result matching in pipeline mode: for every query we send
- * Query + Sync, so the server answers with the query's result, then libpq
- * returns NULL (end of that query), then a PGRES_PIPELINE_SYNC result.
- * The head of the in-flight FIFO is popped and completed by its result;
- * the SYNC that follows only clears awaiting_sync.
+ * Result matching in pipeline mode: a batch is sent as Query... Sync, so
+ * the server answers with each query's result (libpq adds a NULL after
+ * each), then a PGRES_PIPELINE_SYNC.  A result moves the head of the
+ * in-flight list (fl) to the current batch's list (grp); the sync ends the
+ * batch (end_batch()).  After a failed query the rest of its batch comes
+ * back as PGRES_PIPELINE_ABORTED.
  *
  * Descriptors: libpq may replace its socket while connecting (and closes the
  * old one itself), so after every PQconnectPoll() the socket is compared
@@ -42,9 +43,13 @@ struct pg {
     unsigned nstmts;
     uint32_t depth, queue_max;
 
-    struct pg_query *fl_head, *fl_tail; /* sent, result not yet in */
-    bool awaiting_sync; /* the last completed query's SYNC is due */
-    struct pg_query *wait_head, *wait_tail;
+    struct pg_query *batch_head, *batch_tail; /* not yet sent */
+    uint32_t nbatch;
+    struct pg_query *fl_head, *fl_tail;   /* sent, result not yet in */
+    struct pg_query *grp_head, *grp_tail; /* result in, sync not yet */
+    uint32_t grp_size;
+    bool grp_error; /* a query of the current batch failed */
+    struct pg_query *wait_head, *wait_tail; /* no pipeline room */
 
     struct pg_query *internal; /* nstmts + 1, used while PREPARING */
     unsigned internal_left;
@@ -122,68 +127,107 @@ pop(struct pg_query **head, struct pg_query **tail)
     return q;
 }
 
+/* Sends q without a sync; it joins the current implicit transaction. */
 static int
-send_query(struct pg *pg, struct pg_query *q)
+send_nosync(struct pg *pg, struct pg_query *q)
 {
     const struct pg_stmt_def *s = &pg->stmts[q->stmt];
 
     if (!PQsendQueryPrepared(pg->conn, s->name, q->nparams, q->values, NULL,
-                             NULL, 0) ||
-        !PQpipelineSync(pg->conn))
+                             NULL, 0))
         return -1;
+    q->group_end = false;
+    q->res = NULL;
     push(&pg->fl_head, &pg->fl_tail, q);
-    pg->stats.in_flight++;
-    if (pg->stats.in_flight > pg->stats.max_in_flight)
-        pg->stats.max_in_flight = pg->stats.in_flight;
     return 0;
 }
 
-/* After results arrived: move waiting queries into the pipeline. */
 static int
-refill(struct pg *pg)
+send_sync(struct pg *pg)
 {
-    while (pg->wait_head && pg->stats.in_flight < pg->depth) {
-        struct pg_query *q = pop(&pg->wait_head, &pg->wait_tail);
-        pg->stats.queued--;
-        if (send_query(pg, q) < 0) {
-            /* put it back: the connection is failing, lost() answers it */
-            q->next = pg->wait_head;
-            pg->wait_head = q;
-            if (pg->wait_tail == NULL)
-                pg->wait_tail = q;
-            pg->stats.queued++;
+    if (!PQpipelineSync(pg->conn))
+        return -1;
+    pg->fl_tail->group_end = true;
+    return 0;
+}
+
+/* Sends the queued batch with one sync.  -1 if libpq refused (lost). */
+static int
+send_batch(struct pg *pg)
+{
+    struct pg_query *q;
+
+    if (pg->batch_head == NULL)
+        return 0;
+    while ((q = pop(&pg->batch_head, &pg->batch_tail)) != NULL) {
+        pg->nbatch--;
+        if (send_nosync(pg, q) < 0) {
+            /* back on the batch: fail_all() answers it */
+            q->next = pg->batch_head;
+            pg->batch_head = q;
+            if (pg->batch_tail == NULL)
+                pg->batch_tail = q;
+            pg->nbatch++;
             return -1;
         }
+        pg->stats.in_flight++;
     }
-    return 0;
+    if (pg->stats.in_flight > pg->stats.max_in_flight)
+        pg->stats.max_in_flight = pg->stats.in_flight;
+    pg->stats.batches++;
+    return send_sync(pg);
+}
+
+/* After results arrived: move waiting queries into the next batch. */
+static void
+refill(struct pg *pg)
+{
+    while (pg->wait_head && pg->stats.in_flight + pg->nbatch < pg->depth) {
+        struct pg_query *q = pop(&pg->wait_head, &pg->wait_tail);
+        pg->stats.queued--;
+        push(&pg->batch_head, &pg->batch_tail, q);
+        pg->nbatch++;
+    }
 }
 
 /* ---- connection life ---- */
 
 static void
-fail_all(struct pg *pg, const char *why)
+fail_list(struct pg *pg, struct pg_query *q, const char *why)
 {
-    struct pg_query *q;
-
-    /* detach the lists first: callbacks may call pg_submit() */
-    struct pg_query *fl = pg->fl_head, *wt = pg->wait_head;
-    pg->fl_head = pg->fl_tail = NULL;
-    pg->wait_head = pg->wait_tail = NULL;
-    pg->stats.in_flight = 0;
-    pg->stats.queued = 0;
-    pg->awaiting_sync = false;
-    while ((q = fl) != NULL) {
-        fl = q->next;
+    while (q) {
+        struct pg_query *next = q->next;
+        if (q->res) {
+            PQclear(q->res);
+            q->res = NULL;
+        }
         if (q->done) {
             pg->stats.errors++;
             q->done(q, NULL, why);
         }
+        q = next;
     }
-    while ((q = wt) != NULL) {
-        wt = q->next;
-        pg->stats.errors++;
-        q->done(q, NULL, why);
-    }
+}
+
+static void
+fail_all(struct pg *pg, const char *why)
+{
+    /* detach the lists first: callbacks may call pg_submit() */
+    struct pg_query *grp = pg->grp_head, *fl = pg->fl_head;
+    struct pg_query *batch = pg->batch_head, *wt = pg->wait_head;
+
+    pg->grp_head = pg->grp_tail = NULL;
+    pg->fl_head = pg->fl_tail = NULL;
+    pg->batch_head = pg->batch_tail = NULL;
+    pg->wait_head = pg->wait_tail = NULL;
+    pg->grp_size = pg->nbatch = 0;
+    pg->grp_error = false;
+    pg->stats.in_flight = 0;
+    pg->stats.queued = 0;
+    fail_list(pg, grp, why);
+    fail_list(pg, fl, why);
+    fail_list(pg, batch, why);
+    fail_list(pg, wt, why);
 }
 
 static void
@@ -292,6 +336,8 @@ connected(struct pg *pg)
         lost(pg, PQerrorMessage(pg->conn));
         return;
     }
+    q->res = NULL;
+    q->group_end = true;
     push(&pg->fl_head, &pg->fl_tail, q);
     for (unsigned i = 0; i < pg->nstmts; i++) {
         q = &pg->internal[i + 1];
@@ -302,6 +348,8 @@ connected(struct pg *pg)
             lost(pg, PQerrorMessage(pg->conn));
             return;
         }
+        q->res = NULL;
+        q->group_end = true;
         push(&pg->fl_head, &pg->fl_tail, q);
     }
     watch(pg, EPOLLIN | EPOLLOUT);
@@ -367,27 +415,59 @@ connect_step(struct pg *pg)
 /* ---- results ---- */
 
 /*
- * Takes the head query off the in-flight list and completes it.  It leaves
- * the list before its callback runs: the callback may free the query's
- * memory and reuse it for a new query at once (found by bench-db: a reused
- * query pushed while still at the head cut the list short).  Its SYNC is
- * then expected next (pg->awaiting_sync).
+ * A sync arrived: its batch is over.  Committed (no query failed): each
+ * query completes with its result, in order.  Rolled back because one
+ * failed: alone, that query gets its error; in a batch of several, each is
+ * sent again with a sync of its own, so one bad request cannot fail the
+ * others.  Queries leave the lists before their callbacks run: a callback
+ * may free a query and reuse its memory for a new one at once.
  */
-static void
-complete_head(struct pg *pg, const PGresult *res, const char *err)
+static int
+end_batch(struct pg *pg)
 {
-    struct pg_query *q = pop(&pg->fl_head, &pg->fl_tail);
-    bool internal = q->done == internal_done;
+    struct pg_query *q = pg->grp_head;
+    bool failed = pg->grp_error;
+    uint32_t n = pg->grp_size;
 
-    pg->awaiting_sync = true;
-    if (!internal) {
-        pg->stats.in_flight--;
-        pg->stats.queries++;
-        if (res == NULL || PQresultStatus(res) == PGRES_FATAL_ERROR)
-            pg->stats.errors++;
+    pg->grp_head = pg->grp_tail = NULL;
+    pg->grp_size = 0;
+    pg->grp_error = false;
+    if (q == NULL) {
+        log_error("database sent a sync for no query");
+        return -1;
     }
-    if (q->done)
-        q->done(q, res, err);
+    if (failed && n > 1) {
+        pg->stats.batch_retries++;
+        while (q) {
+            struct pg_query *next = q->next;
+            PQclear(q->res);
+            q->res = NULL;
+            if (send_nosync(pg, q) < 0 || send_sync(pg) < 0)
+                return -1;
+            q = next;
+        }
+        return 0;
+    }
+    while (q) {
+        struct pg_query *next = q->next;
+        PGresult *res = q->res;
+        bool internal = q->done == internal_done;
+
+        q->res = NULL;
+        q->next = NULL;
+        if (!internal) {
+            pg->stats.in_flight--;
+            pg->stats.queries++;
+            if (PQresultStatus(res) != PGRES_TUPLES_OK &&
+                PQresultStatus(res) != PGRES_COMMAND_OK)
+                pg->stats.errors++;
+        }
+        if (q->done)
+            q->done(q, res, NULL);
+        PQclear(res);
+        q = next;
+    }
+    return 0;
 }
 
 static int
@@ -397,37 +477,35 @@ drain(struct pg *pg)
 
     while (pg->conn && !PQisBusy(pg->conn)) {
         PGresult *res = PQgetResult(pg->conn);
+        ExecStatusType st;
+        struct pg_query *q;
 
         if (res == NULL) {
-            /* end of one query's results; its SYNC follows.  Two NULLs in
-             * a row mean libpq has nothing more for now. */
-            if ((pg->fl_head == NULL && !pg->awaiting_sync) || ++nulls > 1)
+            /* the end of one query's results.  Two NULLs in a row mean
+             * libpq has nothing more for now. */
+            if ((pg->fl_head == NULL && pg->grp_head == NULL) || ++nulls > 1)
                 break;
             continue;
         }
         nulls = 0;
-        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+        st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
             PQclear(res);
-            if (pg->awaiting_sync) {
-                pg->awaiting_sync = false;
-                continue;
-            }
-            /* a query that produced no result at all */
-            if (pg->fl_head == NULL) {
-                log_error("database sent a sync nobody waits for");
+            if (end_batch(pg) < 0)
                 return -1;
-            }
-            complete_head(pg, NULL, "no result from the database");
-            pg->awaiting_sync = false;
             continue;
         }
-        if (pg->awaiting_sync || pg->fl_head == NULL) {
+        q = pop(&pg->fl_head, &pg->fl_tail);
+        if (q == NULL) {
             PQclear(res);
             log_error("database sent a result nobody waits for");
             return -1;
         }
-        complete_head(pg, res, NULL);
-        PQclear(res);
+        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+            pg->grp_error = true;
+        q->res = res;
+        push(&pg->grp_head, &pg->grp_tail, q);
+        pg->grp_size++;
     }
     return 0;
 }
@@ -468,10 +546,8 @@ pg_event(struct loop *loop, struct loop_watch *w, uint32_t events)
             lost(pg, PQerrorMessage(pg->conn));
             return;
         }
-        if (pg->state == PG_READY && refill(pg) < 0) {
-            lost(pg, PQerrorMessage(pg->conn));
-            return;
-        }
+        if (pg->state == PG_READY)
+            refill(pg); /* sent by pg_flush() before the loop sleeps */
         if (PQflush(pg->conn) == 1)
             watch(pg, EPOLLIN | EPOLLOUT);
     }
@@ -539,15 +615,10 @@ pg_submit(struct pg *pg, struct pg_query *q)
 {
     if (pg == NULL || pg->state != PG_READY)
         return PG_E_DOWN;
-    if (pg->stats.in_flight < pg->depth && pg->wait_head == NULL) {
-        if (send_query(pg, q) < 0) {
-            /* the socket is failing; answer this one now as "down" and
-             * let the next event tear the connection down */
-            log_error("sending a query failed: %s", PQerrorMessage(pg->conn));
-            return PG_E_DOWN;
-        }
-        if (PQflush(pg->conn) == 1)
-            watch(pg, EPOLLIN | EPOLLOUT);
+    q->res = NULL;
+    if (pg->stats.in_flight + pg->nbatch < pg->depth && pg->wait_head == NULL) {
+        push(&pg->batch_head, &pg->batch_tail, q);
+        pg->nbatch++;
         return PG_OK;
     }
     if (pg->stats.queued >= pg->queue_max)
@@ -555,6 +626,19 @@ pg_submit(struct pg *pg, struct pg_query *q)
     push(&pg->wait_head, &pg->wait_tail, q);
     pg->stats.queued++;
     return PG_OK;
+}
+
+void
+pg_flush(struct pg *pg)
+{
+    if (pg == NULL || pg->state != PG_READY || pg->batch_head == NULL)
+        return;
+    if (send_batch(pg) < 0) {
+        lost(pg, PQerrorMessage(pg->conn));
+        return;
+    }
+    if (PQflush(pg->conn) == 1)
+        watch(pg, EPOLLIN | EPOLLOUT);
 }
 
 bool

@@ -4,9 +4,16 @@
  * One libpq connection per worker, owned by the worker's event loop
  * (SPEC 1, 6): non-blocking, its socket in the same epoll set, in pipeline
  * mode, so many client requests are in flight on it at once and their
- * results come back in the order they were sent.  Each query is followed by
- * its own sync point, so one failing query (a unique violation, say) never
- * aborts its neighbours.
+ * results come back in the order they were sent.
+ *
+ * Batches (group commit): the queries submitted during one loop iteration
+ * are sent back to back with a single sync after them, so PostgreSQL runs
+ * them as one implicit transaction: one commit (one WAL flush) and one
+ * write(2) for the lot, where a sync per query would cost a commit each.
+ * Results are held until the batch's sync confirms the commit, so nobody is
+ * told "created" before it is durable.  If any query of a batch fails, the
+ * batch rolled back as a whole; its queries are then sent again one by
+ * one, each with its own sync, and each gets its own outcome.
  *
  * States:  DOWN --connect--> CONNECTING --ok--> PREPARING --ok--> READY
  *            ^                    |                  |              |
@@ -23,10 +30,6 @@
  *
  * Flow control: at most depth queries in flight; up to queue_max more wait
  * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).
- *
- * Cost: libpq 15's PQpipelineSync() flushes, so each query is one write(2);
- * results of many queries are read with one read(2).  Batching syncs would
- * save the writes but let one failing query abort its batch-mates.
  */
 #ifndef APIARY_PG_H
 #define APIARY_PG_H
@@ -70,6 +73,9 @@ struct pg_query {
     const char *values[PG_MAX_PARAMS]; /* must live until done runs */
     pg_done_fn done;
     void *arg; /* the submitter's */
+    /* pg's own, while the query is in its hands: */
+    PGresult *res;  /* result held until its batch's sync */
+    bool group_end; /* the last query before a sync */
 };
 
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
@@ -78,6 +84,8 @@ struct pg_stats {
     uint64_t queries;       /* completed */
     uint64_t errors;        /* completed with an error */
     uint64_t reconnects;    /* successful connections after the first */
+    uint64_t batches;       /* syncs sent for API queries */
+    uint64_t batch_retries; /* failed batches resent query by query */
     uint32_t in_flight;     /* now */
     uint32_t queued;        /* now */
     uint32_t max_in_flight; /* high-water mark */
@@ -97,8 +105,18 @@ struct pg *pg_new(struct loop *loop, const char *conninfo,
 /* Closes the connection (in-flight queries complete with an error). */
 void pg_free(struct pg **pgp);
 
-/* Queues q.  PG_OK, or PG_E_DOWN / PG_E_FULL (done is not called). */
+/*
+ * Queues q for the next batch.  PG_OK, or PG_E_DOWN / PG_E_FULL (done is
+ * not called).
+ */
 enum pg_submit_result pg_submit(struct pg *pg, struct pg_query *q);
+
+/*
+ * Sends the batch queued since the last call as one implicit transaction
+ * (the queries back to back, then one sync).  The worker calls it just
+ * before its loop sleeps.
+ */
+void pg_flush(struct pg *pg);
 
 /* True when queries are accepted (GET /ready). */
 bool pg_is_ready(const struct pg *pg);

@@ -386,6 +386,7 @@ before_sleep(struct loop *loop, void *arg)
         got_quit = 0;
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
+    pg_flush(wk->pg); /* this iteration's queries, as one batch */
     conn_flush_pending(wk);
     /* connections closed by the flush: close their fds before sleeping,
      * not at the next wake-up (a client reading to EOF would wait) */
