@@ -384,6 +384,12 @@ api_db_error(struct apireq *a, const PGresult *res)
         api_error(a, 503, "Database conflict, try again");
         return;
     }
+    /* 57P01..57P05: the server is shutting down or restarting; class 08:
+     * the connection failed.  Both mean "unavailable", not our error. */
+    if (code && (strncmp(code, "57P", 3) == 0 || strncmp(code, "08", 2) == 0)) {
+        api_error(a, 503, "Database unavailable");
+        return;
+    }
     log_error("database error %s: %s", code ? code : "?",
               PQresultErrorMessage(res));
     api_error(a, 500, "Database error");
