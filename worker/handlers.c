@@ -49,23 +49,25 @@ debug_worker(struct req_ctx *ctx)
     char body[512];
     int n;
 
-    n = snprintf(
-        body, sizeof(body),
-        "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
-        "\"active\":%u,\"requests\":%llu,\"yields\":%llu,"
-        "\"db_ready\":%s,\"db_queries\":%llu,\"db_errors\":%llu,"
-        "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
-        "\"db_queued\":%u,\"db_max_in_flight\":%u,\"db_batches\":%llu,"
-        "\"db_batch_retries\":%llu}",
-        wk->id, (int)getpid(), (unsigned long long)wk->accepted, wk->nconns,
-        (unsigned long long)wk->requests, (unsigned long long)wk->yields,
-        pg_is_ready(wk->pg) ? "true" : "false",
-        ps ? (unsigned long long)ps->queries : 0ULL,
-        ps ? (unsigned long long)ps->errors : 0ULL,
-        ps ? (unsigned long long)ps->reconnects : 0ULL, ps ? ps->in_flight : 0u,
-        ps ? ps->queued : 0u, ps ? ps->max_in_flight : 0u,
-        ps ? (unsigned long long)ps->batches : 0ULL,
-        ps ? (unsigned long long)ps->batch_retries : 0ULL);
+    n = snprintf(body, sizeof(body),
+                 "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
+                 "\"active\":%u,\"requests\":%llu,\"yields\":%llu,"
+                 "\"db_ready\":%s,\"db_queries\":%llu,\"db_errors\":%llu,"
+                 "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
+                 "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
+                 "\"db_batches\":%llu,"
+                 "\"db_batch_retries\":%llu}",
+                 wk->id, (int)getpid(), (unsigned long long)wk->accepted,
+                 wk->nconns, (unsigned long long)wk->requests,
+                 (unsigned long long)wk->yields,
+                 pg_is_ready(wk->pg) ? "true" : "false",
+                 ps ? (unsigned long long)ps->queries : 0ULL,
+                 ps ? (unsigned long long)ps->errors : 0ULL,
+                 ps ? (unsigned long long)ps->reconnects : 0ULL,
+                 ps ? ps->in_flight : 0u, ps ? ps->queued : 0u,
+                 ps ? ps->batched : 0u, ps ? ps->max_in_flight : 0u,
+                 ps ? (unsigned long long)ps->batches : 0ULL,
+                 ps ? (unsigned long long)ps->batch_retries : 0ULL);
     conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
 }
 

@@ -27,6 +27,13 @@
 
 enum pg_state { PG_DOWN = 0, PG_CONNECTING, PG_PREPARING, PG_READY };
 
+/*
+ * Batches sent and not yet answered before the next one waits.  Two keep
+ * the backend busy (the next batch is queued behind the running one)
+ * while letting a batch grow during the commit of the one before.
+ */
+#define PG_BATCHES_IN_FLIGHT 2
+
 /* internal queries sent while PREPARING */
 enum { INTERNAL_SCHEMA = 0, INTERNAL_PREPARE = 1 };
 
@@ -48,7 +55,8 @@ struct pg {
     struct pg_query *fl_head, *fl_tail;   /* sent, result not yet in */
     struct pg_query *grp_head, *grp_tail; /* result in, sync not yet */
     uint32_t grp_size;
-    bool grp_error; /* a query of the current batch failed */
+    bool grp_error;     /* a query of the current batch failed */
+    uint32_t syncs_out; /* syncs sent, not yet answered */
     struct pg_query *wait_head, *wait_tail; /* no pipeline room */
 
     struct pg_query *internal; /* nstmts + 1, used while PREPARING */
@@ -148,6 +156,7 @@ send_sync(struct pg *pg)
     if (!PQpipelineSync(pg->conn))
         return -1;
     pg->fl_tail->group_end = true;
+    pg->syncs_out++;
     return 0;
 }
 
@@ -161,6 +170,7 @@ send_batch(struct pg *pg)
         return 0;
     while ((q = pop(&pg->batch_head, &pg->batch_tail)) != NULL) {
         pg->nbatch--;
+        pg->stats.batched = pg->nbatch;
         if (send_nosync(pg, q) < 0) {
             /* back on the batch: fail_all() answers it */
             q->next = pg->batch_head;
@@ -168,6 +178,7 @@ send_batch(struct pg *pg)
             if (pg->batch_tail == NULL)
                 pg->batch_tail = q;
             pg->nbatch++;
+            pg->stats.batched = pg->nbatch;
             return -1;
         }
         pg->stats.in_flight++;
@@ -187,6 +198,7 @@ refill(struct pg *pg)
         pg->stats.queued--;
         push(&pg->batch_head, &pg->batch_tail, q);
         pg->nbatch++;
+        pg->stats.batched = pg->nbatch;
     }
 }
 
@@ -221,7 +233,9 @@ fail_all(struct pg *pg, const char *why)
     pg->batch_head = pg->batch_tail = NULL;
     pg->wait_head = pg->wait_tail = NULL;
     pg->grp_size = pg->nbatch = 0;
+    pg->stats.batched = 0;
     pg->grp_error = false;
+    pg->syncs_out = 0;
     pg->stats.in_flight = 0;
     pg->stats.queued = 0;
     fail_list(pg, grp, why);
@@ -491,6 +505,8 @@ drain(struct pg *pg)
         st = PQresultStatus(res);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(res);
+            if (pg->syncs_out > 0)
+                pg->syncs_out--;
             if (end_batch(pg) < 0)
                 return -1;
             continue;
@@ -619,6 +635,7 @@ pg_submit(struct pg *pg, struct pg_query *q)
     if (pg->stats.in_flight + pg->nbatch < pg->depth && pg->wait_head == NULL) {
         push(&pg->batch_head, &pg->batch_tail, q);
         pg->nbatch++;
+        pg->stats.batched = pg->nbatch;
         return PG_OK;
     }
     if (pg->stats.queued >= pg->queue_max)
@@ -632,6 +649,10 @@ void
 pg_flush(struct pg *pg)
 {
     if (pg == NULL || pg->state != PG_READY || pg->batch_head == NULL)
+        return;
+    /* while earlier batches are out, let this one grow: the queries that
+     * arrive during a commit share the next one (adaptive group commit) */
+    if (pg->syncs_out >= PG_BATCHES_IN_FLIGHT)
         return;
     if (send_batch(pg) < 0) {
         lost(pg, PQerrorMessage(pg->conn));

@@ -6,7 +6,8 @@
  * mode, so many client requests are in flight on it at once and their
  * results come back in the order they were sent.
  *
- * Batches (group commit): the queries submitted during one loop iteration
+ * Batches (group commit): the queries submitted while earlier batches are
+ * running (at most PG_BATCHES_IN_FLIGHT of them; none waiting: at once)
  * are sent back to back with a single sync after them, so PostgreSQL runs
  * them as one implicit transaction: one commit (one WAL flush) and one
  * write(2) for the lot, where a sync per query would cost a commit each.
@@ -87,7 +88,8 @@ struct pg_stats {
     uint64_t batches;       /* syncs sent for API queries */
     uint64_t batch_retries; /* failed batches resent query by query */
     uint32_t in_flight;     /* now */
-    uint32_t queued;        /* now */
+    uint32_t queued;        /* now, waiting for pipeline room */
+    uint32_t batched;       /* now, waiting for the next batch */
     uint32_t max_in_flight; /* high-water mark */
 };
 

@@ -322,10 +322,13 @@ def test_idempotency_race_loser_with_queries_behind_it(start_api):
             clients.append(c)
             c.send(get("/users/%d" % user["id"]))
 
-        def in_flight():
+        def behind():
+            # sent (in flight) or held for the next batch while two
+            # batches are out: either way queued behind the POST
             with RawClient(srv.port) as c:
-                return c.request(get("/debug/worker")).json()["db_in_flight"]
-        wait_for(lambda: in_flight() == 4, 5, "three GETs in flight behind the POST")
+                doc = c.request(get("/debug/worker")).json()
+                return doc["db_in_flight"] + doc["db_batched"]
+        wait_for(lambda: behind() == 4, 5, "three GETs queued behind the POST")
         holder.commit()
         answers = [c.read_final_response() for c in clients]
         seen = [(r.status, r.body[:90]) for r in answers]
