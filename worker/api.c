@@ -326,6 +326,28 @@ api_send(struct req_ctx *ctx, struct apireq *a)
 }
 
 void
+api_send_by_id(struct req_ctx *ctx, const char *what, enum api_stmt stmt,
+               api_result_fn on_result, bool paged)
+{
+    struct apireq *a;
+    int64_t id, limit = 0, offset = 0;
+
+    if (!api_path_id(ctx, 0, what, &id) ||
+        (paged && !api_paging(ctx, &limit, &offset)))
+        return;
+    a = api_begin(ctx, stmt, on_result);
+    if (a == NULL)
+        return;
+    a->id = id;
+    api_param_i64(a, id);
+    if (paged) {
+        api_param_i64(a, limit);
+        api_param_i64(a, offset);
+    }
+    api_send(ctx, a);
+}
+
+void
 api_resubmit(struct apireq *a, enum api_stmt stmt, api_result_fn on_result)
 {
     struct worker *wk = worker_self();

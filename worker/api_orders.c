@@ -213,17 +213,7 @@ got_order(struct apireq *a, const PGresult *res)
 void
 api_orders_get(struct req_ctx *ctx)
 {
-    struct apireq *a;
-    int64_t id;
-
-    if (!api_path_id(ctx, 0, "order", &id))
-        return;
-    a = api_begin(ctx, S_ORDER_GET, got_order);
-    if (a == NULL)
-        return;
-    a->id = id;
-    api_param_i64(a, id);
-    api_send(ctx, a);
+    api_send_by_id(ctx, "order", S_ORDER_GET, got_order, false);
 }
 
 /* ---- PATCH /orders/{id} ---- */

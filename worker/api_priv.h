@@ -73,6 +73,13 @@ bool api_param(struct apireq *a, const char *s, size_t n);
 bool api_param_i64(struct apireq *a, int64_t v);
 /* Defers the answer and submits; on failure answers 503 itself. */
 void api_send(struct req_ctx *ctx, struct apireq *a);
+/*
+ * The whole handler for routes whose only input is the {id} of the path
+ * (what names it in the 400 message), plus page/per_page when paged: the
+ * statement gets $1 = id (and $2 = limit, $3 = offset).
+ */
+void api_send_by_id(struct req_ctx *ctx, const char *what, enum api_stmt stmt,
+                    api_result_fn on_result, bool paged);
 /* From a result callback: submit again with another statement. */
 void api_resubmit(struct apireq *a, enum api_stmt stmt,
                   api_result_fn on_result);

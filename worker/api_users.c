@@ -83,17 +83,7 @@ got_user(struct apireq *a, const PGresult *res)
 void
 api_users_get(struct req_ctx *ctx)
 {
-    struct apireq *a;
-    int64_t id;
-
-    if (!api_path_id(ctx, 0, "user", &id))
-        return;
-    a = api_begin(ctx, S_USER_GET, got_user);
-    if (a == NULL)
-        return;
-    a->id = id;
-    api_param_i64(a, id);
-    api_send(ctx, a);
+    api_send_by_id(ctx, "user", S_USER_GET, got_user, false);
 }
 
 /* ---- GET /users ---- */
@@ -353,17 +343,7 @@ deleted_user(struct apireq *a, const PGresult *res)
 void
 api_users_delete(struct req_ctx *ctx)
 {
-    struct apireq *a;
-    int64_t id;
-
-    if (!api_path_id(ctx, 0, "user", &id))
-        return;
-    a = api_begin(ctx, S_USER_DELETE, deleted_user);
-    if (a == NULL)
-        return;
-    a->id = id;
-    api_param_i64(a, id);
-    api_send(ctx, a);
+    api_send_by_id(ctx, "user", S_USER_DELETE, deleted_user, false);
 }
 
 /* ---- GET /users/{id}/orders ---- */
@@ -400,19 +380,7 @@ got_user_orders(struct apireq *a, const PGresult *res)
 void
 api_users_orders(struct req_ctx *ctx)
 {
-    struct apireq *a;
-    int64_t id, limit, offset;
-
-    if (!api_path_id(ctx, 0, "user", &id) || !api_paging(ctx, &limit, &offset))
-        return;
-    a = api_begin(ctx, S_USER_ORDERS, got_user_orders);
-    if (a == NULL)
-        return;
-    a->id = id;
-    api_param_i64(a, id);
-    api_param_i64(a, limit);
-    api_param_i64(a, offset);
-    api_send(ctx, a);
+    api_send_by_id(ctx, "user", S_USER_ORDERS, got_user_orders, true);
 }
 
 /* ---- GET /users/{id}/audit ---- */
@@ -462,17 +430,5 @@ got_user_audit(struct apireq *a, const PGresult *res)
 void
 api_users_audit(struct req_ctx *ctx)
 {
-    struct apireq *a;
-    int64_t id, limit, offset;
-
-    if (!api_path_id(ctx, 0, "user", &id) || !api_paging(ctx, &limit, &offset))
-        return;
-    a = api_begin(ctx, S_USER_AUDIT, got_user_audit);
-    if (a == NULL)
-        return;
-    a->id = id;
-    api_param_i64(a, id);
-    api_param_i64(a, limit);
-    api_param_i64(a, offset);
-    api_send(ctx, a);
+    api_send_by_id(ctx, "user", S_USER_AUDIT, got_user_audit, true);
 }

@@ -444,14 +444,13 @@ conn_reply(struct req_ctx *ctx, int status, const char *body, size_t body_len,
 void
 conn_reply_error(struct req_ctx *ctx, int status, const char *fmt, ...)
 {
-    char msg[600], body[1024];
+    char body[1024];
     va_list ap;
     size_t n;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = response_error_vbody(body, sizeof(body), status, fmt, ap);
     va_end(ap);
-    n = response_error_body(body, sizeof(body), status, msg);
     conn_reply(ctx, status, body, n, NULL, 0);
 }
 
@@ -566,14 +565,13 @@ conn_complete(struct pending *p, int status, const char *body, size_t body_len,
 void
 conn_complete_error(struct pending *p, int status, const char *fmt, ...)
 {
-    char msg[600], body[1024];
+    char body[1024];
     va_list ap;
     size_t n;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = response_error_vbody(body, sizeof(body), status, fmt, ap);
     va_end(ap);
-    n = response_error_body(body, sizeof(body), status, msg);
     conn_complete(p, status, body, n, NULL, 0);
 }
 

@@ -259,3 +259,13 @@ response_error_body(char *buf, size_t cap, int status, const char *message)
         return 0;
     return (size_t)n < cap ? (size_t)n : cap - 1;
 }
+
+size_t
+response_error_vbody(char *buf, size_t cap, int status, const char *fmt,
+                     va_list ap)
+{
+    char msg[600];
+
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    return response_error_body(buf, cap, status, msg);
+}

@@ -13,6 +13,7 @@
 #ifndef APIARY_RESPONSE_H
 #define APIARY_RESPONSE_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <time.h>
@@ -50,5 +51,9 @@ long response_write(struct outq *q, struct bufpool *p,
  */
 size_t response_error_body(char *buf, size_t cap, int status,
                            const char *message);
+
+/* The same with a printf-style message. */
+size_t response_error_vbody(char *buf, size_t cap, int status, const char *fmt,
+                            va_list ap) __attribute__((format(printf, 4, 0)));
 
 #endif
