@@ -20,8 +20,6 @@
 
 #include "log.h"
 
-static const char replayed[] = "Idempotent-Replayed: true\r\n";
-
 static bool
 is_sqlstate(const PGresult *res, const char *code)
 {
@@ -34,6 +32,8 @@ static void
 answer_existing(struct apireq *a, const PGresult *res, int r)
 {
     struct jbuf *b = api_jbuf();
+    char extra[96];
+    int n;
 
     if (strcmp(PQgetvalue(res, r, 0), a->canon) != 0) {
         api_error(a, 409,
@@ -43,7 +43,11 @@ answer_existing(struct apireq *a, const PGresult *res, int r)
     }
     json_reset(b);
     api_order_json(b, res, r, 1);
-    api_reply(a, 201, replayed, sizeof(replayed) - 1);
+    /* the same answer as the first time, marked as a replay */
+    n = snprintf(extra, sizeof(extra),
+                 "Location: /orders/%s\r\nIdempotent-Replayed: true\r\n",
+                 PQgetvalue(res, r, 1));
+    api_reply(a, 201, extra, (size_t)n);
 }
 
 static void

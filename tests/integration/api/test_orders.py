@@ -179,6 +179,8 @@ def test_idempotency_key_replay_and_conflict(api, client):
     assert r2.status_code == 201, r2.text
     assert r2.headers.get("Idempotent-Replayed") == "true"
     assert r2.json() == order
+    assert r2.headers.get("Location") == r1.headers.get("Location") == (
+        "/orders/%d" % order["id"])
     # the same fields in another order and spacing are the same request
     data = '{ "currency":"EUR", "amount_cents": 700,\n"user_id": %d }' % user["id"]
     r3 = client.post("/orders", data=data,
