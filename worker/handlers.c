@@ -5,7 +5,9 @@
  * otherwise (a load balancer's readiness probe).
  *
  * /debug/worker also reports the worker's database pipeline: queries,
- * errors, reconnects, in flight now and the highest depth reached.
+ * errors, reconnects, in flight now and the highest depth reached; and
+ * "allocs", the worker's calls to malloc for buffers and request state
+ * (STYLE 6: a test checks that /health adds none once warm).
  *
  * /health answers from a constant: it allocates nothing and touches no
  * database (SPEC 2: liveness only).  /debug/worker reports which worker
@@ -56,7 +58,7 @@ debug_worker(struct req_ctx *ctx)
                  "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
                  "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
                  "\"db_batches\":%llu,"
-                 "\"db_batch_retries\":%llu}",
+                 "\"db_batch_retries\":%llu,\"allocs\":%llu}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
                  wk->nconns, (unsigned long long)wk->requests,
                  (unsigned long long)wk->yields,
@@ -67,7 +69,8 @@ debug_worker(struct req_ctx *ctx)
                  ps ? ps->in_flight : 0u, ps ? ps->queued : 0u,
                  ps ? ps->batched : 0u, ps ? ps->max_in_flight : 0u,
                  ps ? (unsigned long long)ps->batches : 0ULL,
-                 ps ? (unsigned long long)ps->batch_retries : 0ULL);
+                 ps ? (unsigned long long)ps->batch_retries : 0ULL,
+                 (unsigned long long)buf_allocs);
     conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
 }
 

@@ -282,3 +282,24 @@ def test_listens_on_ipv4_and_ipv6_loopback(apiary):
                               if l["client"].startswith("[::1]")],
                      10, "the IPv6 request in the access log")
     assert lines[0]["status"] == 200
+
+
+def test_health_allocates_nothing_once_warm(apiary):
+    # STYLE 6: no malloc on the hot path.  "allocs" counts the worker's
+    # calls to malloc for buffers and request state.
+    srv = apiary(workers=1, debug_endpoints="on")
+    with srv.connect() as c:
+        def allocs():
+            return c.request(get("/debug/worker")).json()["allocs"]
+
+        for _ in range(3):  # warm: the free lists fill up
+            c.send(get() * 50)
+            for _ in range(50):
+                assert c.read_final_response().status == 200
+        before = allocs()
+        for _ in range(20):
+            c.send(get() * 50 + get("/health", method=b"HEAD"))
+            for _ in range(50):
+                assert c.read_final_response().status == 200
+            assert c.read_final_response(head=True).status == 200
+        assert allocs() == before
