@@ -74,14 +74,14 @@ def process_tree(root):
             st = proc_stat(name)
             if st is not None:
                 children.setdefault(field(st, 4), []).append(int(name))
-    tree, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
+    tree, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
         st = proc_stat(pid)
         if st is None:
             continue
         tree[pid] = field(st, 22)
-        todo.extend(children.get(pid, ()))
+        stack.extend(children.get(pid, ()))
     return tree
 
 

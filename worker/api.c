@@ -417,6 +417,27 @@ api_db_error(struct apireq *a, const PGresult *res)
     api_error(a, 500, "Database error");
 }
 
+bool
+api_sqlstate_is(const PGresult *res, const char *code)
+{
+    const char *c = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return c && strcmp(c, code) == 0;
+}
+
+bool
+api_found(struct apireq *a, const PGresult *res, const char *what)
+{
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        api_db_error(a, res);
+        return false;
+    }
+    if (PQntuples(res) == 0) {
+        api_error(a, 404, "%s not found: %lld", what, (long long)a->id);
+        return false;
+    }
+    return true;
+}
+
 /* ---- validation ---- */
 
 /* Positive int64 from decimal digits only. */

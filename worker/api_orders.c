@@ -20,13 +20,6 @@
 
 #include "log.h"
 
-static bool
-is_sqlstate(const PGresult *res, const char *code)
-{
-    const char *c = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    return c && strcmp(c, code) == 0;
-}
-
 /* Answers from a row "request_hash, order columns..." found by key. */
 static void
 answer_existing(struct apireq *a, const PGresult *res, int r)
@@ -75,11 +68,11 @@ created_order(struct apireq *a, const PGresult *res)
     int n;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (is_sqlstate(res, "23503")) {
+        if (api_sqlstate_is(res, "23503")) {
             api_error(a, 422, "Unknown user: %lld", (long long)a->user_id);
             return;
         }
-        if (is_sqlstate(res, "23505") && !a->retried &&
+        if (api_sqlstate_is(res, "23505") && !a->retried &&
             a->q.values[3] != NULL) {
             /* lost the race for the key: read what the winner stored */
             a->retried = true;
@@ -201,14 +194,8 @@ got_order(struct apireq *a, const PGresult *res)
 {
     struct jbuf *b = api_jbuf();
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        api_db_error(a, res);
+    if (!api_found(a, res, "Order"))
         return;
-    }
-    if (PQntuples(res) == 0) {
-        api_error(a, 404, "Order not found: %lld", (long long)a->id);
-        return;
-    }
     json_reset(b);
     api_order_json(b, res, 0, 0);
     api_reply(a, 200, NULL, 0);
@@ -227,14 +214,8 @@ patched_order(struct apireq *a, const PGresult *res)
 {
     struct jbuf *b = api_jbuf();
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        api_db_error(a, res);
+    if (!api_found(a, res, "Order"))
         return;
-    }
-    if (PQntuples(res) == 0) {
-        api_error(a, 404, "Order not found: %lld", (long long)a->id);
-        return;
-    }
     if (PQgetisnull(res, 0, 1)) {
         api_error(a, 409, "Order %lld is %s; only pending orders change status",
                   (long long)a->id, PQgetvalue(res, 0, 0));

@@ -91,6 +91,14 @@ void api_error(struct apireq *a, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The generic mapping of a failed result (SQLSTATE) to a status. */
 void api_db_error(struct apireq *a, const PGresult *res);
+/* True when res failed with this SQLSTATE. */
+bool api_sqlstate_is(const PGresult *res, const char *code);
+/*
+ * For results that must hold a row: true when they do; otherwise answers
+ * (api_db_error() for a failure, 404 "<what> not found: <id>" for no row)
+ * and returns false.
+ */
+bool api_found(struct apireq *a, const PGresult *res, const char *what);
 
 /* Validation helpers: on failure they answer 400 themselves, return false. */
 bool api_path_id(struct req_ctx *ctx, unsigned idx, const char *what,

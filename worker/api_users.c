@@ -53,13 +53,6 @@ api_order_json(struct jbuf *b, const PGresult *res, int r, int col)
     json_lit(b, "}");
 }
 
-static bool
-is_sqlstate(const PGresult *res, const char *code)
-{
-    const char *c = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    return c && strcmp(c, code) == 0;
-}
-
 /* ---- GET /users/{id} ---- */
 
 static void
@@ -67,14 +60,8 @@ got_user(struct apireq *a, const PGresult *res)
 {
     struct jbuf *b = api_jbuf();
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        api_db_error(a, res);
+    if (!api_found(a, res, "User"))
         return;
-    }
-    if (PQntuples(res) == 0) {
-        api_error(a, 404, "User not found: %lld", (long long)a->id);
-        return;
-    }
     json_reset(b);
     user_json(b, res, 0, 0);
     api_reply(a, 200, NULL, 0);
@@ -182,11 +169,11 @@ string_field(struct req_ctx *ctx, json_t *obj, const char *key,
 static void
 user_write_error(struct apireq *a, const PGresult *res)
 {
-    if (is_sqlstate(res, "23505")) {
+    if (api_sqlstate_is(res, "23505")) {
         api_error(a, 409, "Email already in use");
         return;
     }
-    if (is_sqlstate(res, "23514")) {
+    if (api_sqlstate_is(res, "23514")) {
         api_error(a, 400, "Invalid user fields: %s",
                   PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME));
         return;
@@ -267,10 +254,8 @@ patched_user(struct apireq *a, const PGresult *res)
         user_write_error(a, res);
         return;
     }
-    if (PQntuples(res) == 0) {
-        api_error(a, 404, "User not found: %lld", (long long)a->id);
+    if (!api_found(a, res, "User"))
         return;
-    }
     json_reset(b);
     user_json(b, res, 0, 0);
     api_reply(a, 200, NULL, 0);
@@ -324,18 +309,14 @@ deleted_user(struct apireq *a, const PGresult *res)
     struct jbuf *b = api_jbuf();
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (is_sqlstate(res, "23503")) {
+        if (api_sqlstate_is(res, "23503")) {
             api_error(a, 409, "User %lld has orders and cannot be deleted",
                       (long long)a->id);
             return;
         }
-        api_db_error(a, res);
-        return;
     }
-    if (PQntuples(res) == 0) {
-        api_error(a, 404, "User not found: %lld", (long long)a->id);
+    if (!api_found(a, res, "User"))
         return;
-    }
     json_reset(b);
     api_reply(a, 204, NULL, 0);
 }
@@ -354,15 +335,9 @@ got_user_orders(struct apireq *a, const PGresult *res)
     struct jbuf *b = api_jbuf();
     int n;
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        api_db_error(a, res);
-        return;
-    }
+    if (!api_found(a, res, "User"))
+        return; /* no row at all: no such user (the join keeps one) */
     n = PQntuples(res);
-    if (n == 0) {
-        api_error(a, 404, "User not found: %lld", (long long)a->id);
-        return;
-    }
     json_reset(b);
     json_lit(b, "[");
     for (int r = 0, first = 1; r < n; r++) {
