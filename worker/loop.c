@@ -24,6 +24,8 @@ struct loop {
     uint64_t now_ms;
     loop_clock_fn clock_fn; /* NULL: CLOCK_MONOTONIC */
     void *clock_arg;
+    /* the batch being dispatched, for loop_del(); nevents is 0 outside */
+    int nevents, cur_event;
     struct timer_queue *queues[LOOP_MAX_QUEUES];
     struct alarm *alarms; /* sorted by deadline */
     unsigned nqueues;
@@ -119,6 +121,18 @@ loop_mod(struct loop *loop, struct loop_watch *w, uint32_t mask)
 int
 loop_del(struct loop *loop, struct loop_watch *w)
 {
+    /*
+     * The "stale event" problem (nginx's instance bit, libuv's
+     * uv__platform_invalidate_fd): events for w may sit later in the batch
+     * being dispatched.  Clearing w->fn is not enough, since the owner may
+     * loop_add() w again (same object, possibly the same fd number) before
+     * the batch ends, and would then get the old descriptor's events.  So
+     * forget them here; the batch holds at most LOOP_MAX_EVENTS entries.
+     */
+    for (int i = loop->cur_event + 1; i < loop->nevents; i++) {
+        if (loop->events[i].data.ptr == w)
+            loop->events[i].data.ptr = NULL;
+    }
     w->mask = 0;
     w->fn = NULL;
     return epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
@@ -319,14 +333,18 @@ iterate(struct loop *loop, int cap_ms, const sigset_t *sigmask)
         }
         n = 0;
     }
-    for (int i = 0; i < n; i++) {
-        struct loop_watch *w = loop->events[i].data.ptr;
-        /* a handler earlier in this batch may have unregistered w */
-        if (w->fn == NULL)
+    loop->nevents = n;
+    for (loop->cur_event = 0; loop->cur_event < n; loop->cur_event++) {
+        struct loop_watch *w = loop->events[loop->cur_event].data.ptr;
+        /* NULL: loop_del() earlier in this batch.  fn NULL: the owner
+         * cleared it without loop_del(), its descriptor being closed */
+        if (w == NULL || w->fn == NULL)
             continue;
-        w->fn(loop, w, loop->events[i].events);
+        w->fn(loop, w, loop->events[loop->cur_event].events);
         handled++;
     }
+    loop->nevents = 0;
+    loop->cur_event = 0;
     if (loop->after_events_fn)
         loop->after_events_fn(loop, loop->after_events_arg);
     fire_timers(loop);

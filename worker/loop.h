@@ -103,8 +103,11 @@ int loop_add(struct loop *loop, struct loop_watch *w, int fd, uint32_t mask,
  */
 int loop_mod(struct loop *loop, struct loop_watch *w, uint32_t mask);
 /*
- * Unregisters w (before the fd is closed).  Events for w already fetched
- * in the current batch are dropped.  0 or -1.
+ * Unregisters w; call it before closing the descriptor.  Events for w
+ * already fetched in the current batch are dropped, even if w is added
+ * again before the batch ends (the "stale event" guarantee): after
+ * loop_del() returns, w's callback runs only for events fetched later.
+ * 0, or -1 with errno from epoll_ctl (the events are dropped either way).
  */
 int loop_del(struct loop *loop, struct loop_watch *w);
 

@@ -511,6 +511,51 @@ test_stale_event_dropped(void **state)
     loop_free(&loop);
 }
 
+/*
+ * As above, but the first re-adds the other at once (a reconnect reusing
+ * its watch): the event fetched for the old registration is still stale.
+ */
+static void
+on_io_readd_other(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+    struct end *e = container_of(w, struct end, w);
+
+    on_io(loop, w, events);
+    if (e->calls + e->other->calls == 1) {
+        assert_int_equal(loop_del(loop, &e->other->w), 0);
+        assert_int_equal(loop_add(loop, &e->other->w, e->other->fd, EPOLLIN,
+                                  on_io_readd_other),
+                         0);
+    }
+}
+
+static void
+test_stale_event_dropped_when_readded(void **state)
+{
+    struct loop *loop = new_loop();
+    struct end a, b;
+
+    (void)state;
+    open_pair(&a);
+    open_pair(&b);
+    a.other = &b;
+    b.other = &a;
+    assert_int_equal(loop_add(loop, &a.w, a.fd, EPOLLIN, on_io_readd_other), 0);
+    assert_int_equal(loop_add(loop, &b.w, b.fd, EPOLLIN, on_io_readd_other), 0);
+    poke(&a);
+    poke(&b);
+    assert_int_equal(loop_run_once(loop, 0), 1);
+    assert_int_equal(a.calls + b.calls, 1);
+    /* the new registration reports the unread byte on the next wake-up */
+    assert_int_equal(loop_run_once(loop, 0), 2);
+    assert_int_equal(a.calls + b.calls, 3);
+    assert_int_equal(loop_del(loop, &a.w), 0);
+    assert_int_equal(loop_del(loop, &b.w), 0);
+    close_pair(&a);
+    close_pair(&b);
+    loop_free(&loop);
+}
+
 /* ---- hooks, one iteration, loop_run and loop_stop ---- */
 
 enum {
@@ -649,6 +694,7 @@ main(void)
         cmocka_unit_test(test_add_mod_del_masks),
         cmocka_unit_test(test_reopened_descriptor_needs_add),
         cmocka_unit_test(test_stale_event_dropped),
+        cmocka_unit_test(test_stale_event_dropped_when_readded),
         cmocka_unit_test(test_iteration_order),
         cmocka_unit_test(test_stop_in_before_sleep_skips_the_sleep),
         cmocka_unit_test(test_stop_ends_loop_run),
