@@ -60,6 +60,8 @@ static const struct key keys[] = {
      "time to answer a request (504)"},
     {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 1, 3600000,
      "graceful shutdown (QUIT) drain limit"},
+    {"start_timeout_ms", K_INT, F(start_timeout_ms), 1, 3600000,
+     "a new worker accepts after this even without its database"},
     {"max_request_line", K_SIZE, F(max_request_line), 64, 1048576,
      "request line limit (414)"},
     {"max_header_bytes", K_SIZE, F(max_header_bytes), 64, 1048576,
@@ -103,6 +105,7 @@ config_defaults(struct config *c)
     c->send_timeout_ms = 30000;
     c->request_timeout_ms = 30000;
     c->shutdown_timeout_ms = 30000;
+    c->start_timeout_ms = 2000;
     c->max_request_line = 8192;
     c->max_header_bytes = 16384;
     c->max_headers = 100;

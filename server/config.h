@@ -37,6 +37,7 @@ struct config {
     uint32_t send_timeout_ms;
     uint32_t request_timeout_ms;
     uint32_t shutdown_timeout_ms; /* QUIT drain limit */
+    uint32_t start_timeout_ms;    /* accept without a database after */
     uint32_t max_request_line;
     uint32_t max_header_bytes;
     uint32_t max_headers;

@@ -7,8 +7,16 @@
  *   - a worker that dies within CRASH_WINDOW_MS of its start counts as a
  *     quick death; consecutive quick deaths delay the next respawn by
  *     100 ms, 200 ms, ... up to RESPAWN_MAX_DELAY_MS (crash-loop backoff);
- *   - exit status 2 means "cannot start, do not respawn" (STYLE 5); when
- *     every worker is in that state the master gives up and exits 1.
+ *   - exit status 2 means "this worker could not start" (STYLE 5): before
+ *     any worker of this master has served, such a slot is not respawned,
+ *     and when every slot is in that state the master gives up and exits
+ *     1 (a bad configuration or schema on first start); once a worker has
+ *     served, a slot exiting 2 is respawned with the crash-loop backoff
+ *     and logged, and the master keeps running (SPEC 4: a worker that
+ *     cannot start never takes the running service down).
+ * Workers are (generation, slot): the generation is fixed per master start
+ * for now (reload will bump it) and travels to the worker and into the
+ * shared balance slots.
  * Shutdown: TERM/INT forward TERM and SIGKILL whatever is left after
  * FAST_KILL_MS (under the 1.5 s SPEC limit); QUIT forwards QUIT and waits
  * up to shutdown_timeout_ms plus a second before SIGKILL.
@@ -54,6 +62,8 @@ static volatile sig_atomic_t got_chld, got_term, got_quit, got_hup, got_usr1,
 
 static struct slot slots[MAX_WORKERS];
 static unsigned nslots;
+static uint32_t generation = 1;
+static bool ever_served; /* some worker of this master accepted */
 static int lfds[LISTEN_MAX];
 static unsigned nlfds;
 static struct pidfh *pfh;
@@ -133,7 +143,7 @@ spawn(struct slot *s)
         /* the pidfile lock stays with the master */
         if (pfh)
             pidfile_close(pfh);
-        worker_run(s->id, config, lfds, nlfds);
+        worker_run(generation, s->id, config, lfds, nlfds);
     }
     s->pid = pid;
     s->started_ms = now_ms();
@@ -173,6 +183,8 @@ reap(bool shutting_down)
             continue;
         }
         s->pid = 0;
+        if (balance_served(s->id))
+            ever_served = true;
         balance_reset(s->id);
         if (WIFSIGNALED(status)) {
             log_error("worker %u (pid %d) killed by signal %d (%s)", s->id,
@@ -186,7 +198,7 @@ reap(bool shutting_down)
         }
         if (shutting_down)
             continue;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && !ever_served) {
             log_error("worker %u could not start; not respawning it", s->id);
             s->fatal = true;
             continue;
@@ -304,8 +316,17 @@ master_run(struct config *cfg, int daemonize)
         unsigned fatal = 0;
 
         if (mode == RUNNING) {
+            for (unsigned i = 0; i < nslots && !ever_served; i++)
+                if (slots[i].pid && balance_served(slots[i].id))
+                    ever_served = true;
             for (unsigned i = 0; i < nslots; i++) {
                 struct slot *s = &slots[i];
+                if (s->fatal && ever_served) {
+                    /* another worker serves: this one's failure was not
+                     * "could never start"; try again, with backoff */
+                    s->fatal = false;
+                    s->respawn_at_ms = now + RESPAWN_MAX_DELAY_MS / 10;
+                }
                 fatal += s->fatal;
                 if (s->pid || s->fatal)
                     continue;

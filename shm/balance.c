@@ -10,7 +10,9 @@
 struct balance_slot {
     _Atomic uint32_t active;
     _Atomic uint32_t accepting;
-    char pad[56];
+    _Atomic uint32_t generation; /* of the worker holding the slot */
+    _Atomic uint32_t served;     /* that worker started serving */
+    char pad[48];
 };
 
 _Static_assert(sizeof(struct balance_slot) == 64, "one cache line per slot");
@@ -51,10 +53,37 @@ balance_set_accepting(unsigned id, bool accepting)
 }
 
 void
+balance_claim(unsigned id, uint32_t generation)
+{
+    if (slots && id >= 1 && id <= nslots) {
+        atomic_store_explicit(&slots[id - 1].generation, generation,
+                              memory_order_relaxed);
+        atomic_store_explicit(&slots[id - 1].served, 0, memory_order_relaxed);
+    }
+}
+
+void
+balance_set_served(unsigned id)
+{
+    if (slots && id >= 1 && id <= nslots)
+        atomic_store_explicit(&slots[id - 1].served, 1, memory_order_relaxed);
+}
+
+bool
+balance_served(unsigned id)
+{
+    if (slots == NULL || id < 1 || id > nslots)
+        return false;
+    return atomic_load_explicit(&slots[id - 1].served, memory_order_relaxed);
+}
+
+void
 balance_reset(unsigned id)
 {
     balance_set_active(id, 0);
     balance_set_accepting(id, false);
+    if (slots && id >= 1 && id <= nslots)
+        atomic_store_explicit(&slots[id - 1].served, 0, memory_order_relaxed);
 }
 
 bool

@@ -38,6 +38,18 @@ void balance_set_active(unsigned id, uint32_t active);
  */
 void balance_set_accepting(unsigned id, bool accepting);
 
+/*
+ * Worker in slot id, at start: records its generation (SPEC 4: workers are
+ * (generation, slot)) and clears the served flag.
+ */
+void balance_claim(unsigned id, uint32_t generation);
+
+/* Worker id: it has started serving (accepting connections). */
+void balance_set_served(unsigned id);
+
+/* Master, before balance_reset() at reap: had that worker served? */
+bool balance_served(unsigned id);
+
 /* Master: the worker in slot id is gone. */
 void balance_reset(unsigned id);
 

@@ -18,7 +18,6 @@
 #include <string.h>
 
 #include "log.h"
-#include "worker.h"
 
 #define TS(col) "(extract(epoch FROM " col ") * 1000000)::int8"
 #define USER_COLS "id, name, email, " TS("created_at")
@@ -140,7 +139,7 @@ api_statements(unsigned *n)
 }
 
 int
-api_register(struct router *r)
+api_register(struct router *r, struct api *api)
 {
     static const struct {
         enum http_method m;
@@ -160,7 +159,7 @@ api_register(struct router *r)
     };
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (router_add(r, routes[i].m, routes[i].pattern,
-                       (router_handler_fn)routes[i].fn) < 0)
+                       (router_handler_fn)routes[i].fn, api) < 0)
             return -1;
     return 0;
 }
@@ -169,8 +168,8 @@ api_register(struct router *r)
 
 #define APIREQ_FREE_MAX 1024
 
-static struct apireq *free_list;
-static unsigned nfree;
+/* The JSON scratch buffer of result callbacks: one per process, reused
+ * by each callback (they never nest). */
 static struct jbuf jb;
 
 struct jbuf *
@@ -180,25 +179,34 @@ api_jbuf(void)
 }
 
 void
-api_fini(void)
+api_init(struct api *api, struct pg *pg)
 {
-    while (free_list) {
-        struct apireq *a = free_list;
-        free_list = a->next_free;
+    api->magic = API_MAGIC;
+    api->pg = pg;
+    api->free_list = NULL;
+    api->nfree = 0;
+}
+
+void
+api_fini(struct api *api)
+{
+    while (api->free_list) {
+        struct apireq *a = api->free_list;
+        api->free_list = a->next_free;
         free(a);
     }
-    nfree = 0;
+    api->nfree = 0;
     json_fini(&jb);
 }
 
 static struct apireq *
-apireq_get(void)
+apireq_get(struct api *api)
 {
-    struct apireq *a = free_list;
+    struct apireq *a = api->free_list;
 
     if (a) {
-        free_list = a->next_free;
-        nfree--;
+        api->free_list = a->next_free;
+        api->nfree--;
     } else {
         a = malloc(sizeof(*a));
         if (a == NULL)
@@ -206,23 +214,24 @@ apireq_get(void)
         buf_allocs++;
     }
     memset(a, 0, offsetof(struct apireq, canon));
-    timer_init(&a->timer);
+    a->api = api;
     return a;
 }
 
 static void
 apireq_release(struct apireq *a)
 {
+    struct api *api = a->api;
+
     if (a->in_pg || !a->answered)
         return;
-    timer_stop(&a->timer);
-    if (nfree >= APIREQ_FREE_MAX) {
+    if (api->nfree >= APIREQ_FREE_MAX) {
         free(a);
         return;
     }
-    a->next_free = free_list;
-    free_list = a;
-    nfree++;
+    a->next_free = api->free_list;
+    api->free_list = a;
+    api->nfree++;
 }
 
 static void
@@ -240,32 +249,31 @@ api_done(struct pg_query *q, const PGresult *res, const char *err)
     apireq_release(a);
 }
 
-void
-api_request_timeout(struct loop *loop, struct timer *t)
+/* The core answered r (504) or its client left: forget it. */
+static void
+api_abort(struct request *r, void *arg)
 {
-    struct apireq *a = container_of(t, struct apireq, timer);
-    struct worker *wk = worker_self();
+    struct apireq *a = arg;
 
-    (void)loop;
-    if (!a->answered)
-        api_error(a, 504, "Request not answered within %u ms",
-                  wk->cfg->request_timeout_ms);
+    (void)r;
+    a->r = NULL;
+    a->answered = true;
     apireq_release(a);
 }
 
 struct apireq *
-api_begin(struct req_ctx *ctx, enum api_stmt stmt, api_result_fn on_result)
+api_begin(struct request *r, enum api_stmt stmt, api_result_fn on_result)
 {
-    struct worker *wk = ctx->wk;
+    struct api *api = r->match.route->arg;
     struct apireq *a;
 
-    if (!pg_is_ready(wk->pg)) {
-        conn_reply_error(ctx, 503, "Database unavailable");
+    if (!pg_is_ready(api->pg)) {
+        request_error(r, 503, "Database unavailable");
         return NULL;
     }
-    a = apireq_get();
+    a = apireq_get(api);
     if (a == NULL) {
-        conn_reply_error(ctx, 503, "Out of memory");
+        request_error(r, 503, "Out of memory");
         return NULL;
     }
     a->q.stmt = stmt;
@@ -301,41 +309,34 @@ api_param_i64(struct apireq *a, int64_t v)
 }
 
 void
-api_send(struct req_ctx *ctx, struct apireq *a)
+api_send(struct request *r, struct apireq *a)
 {
-    struct worker *wk = ctx->wk;
-    enum pg_submit_result r;
+    enum pg_submit_result rc;
 
-    a->p = conn_defer(ctx);
-    if (a->p == NULL) {
-        a->answered = true;
-        apireq_release(a);
-        conn_reply_error(ctx, 503, "Out of memory");
-        return;
-    }
-    r = pg_submit(wk->pg, &a->q);
-    if (r != PG_OK) {
+    a->r = r;
+    request_defer(r, api_abort, a);
+    rc = pg_submit(a->api->pg, &a->q);
+    if (rc != PG_OK) {
         api_error(a, 503, "%s",
-                  r == PG_E_FULL ? "Database queue full, try again"
-                                 : "Database unavailable");
+                  rc == PG_E_FULL ? "Database queue full, try again"
+                                  : "Database unavailable");
         apireq_release(a);
         return;
     }
     a->in_pg = true;
-    timer_start(wk->loop, &wk->request_q, &a->timer);
 }
 
 void
-api_send_by_id(struct req_ctx *ctx, const char *what, enum api_stmt stmt,
+api_send_by_id(struct request *r, const char *what, enum api_stmt stmt,
                api_result_fn on_result, bool paged)
 {
     struct apireq *a;
     int64_t id, limit = 0, offset = 0;
 
-    if (!api_path_id(ctx, 0, what, &id) ||
-        (paged && !api_paging(ctx, &limit, &offset)))
+    if (!api_path_id(r, 0, what, &id) ||
+        (paged && !api_paging(r, &limit, &offset)))
         return;
-    a = api_begin(ctx, stmt, on_result);
+    a = api_begin(r, stmt, on_result);
     if (a == NULL)
         return;
     a->id = id;
@@ -344,19 +345,18 @@ api_send_by_id(struct req_ctx *ctx, const char *what, enum api_stmt stmt,
         api_param_i64(a, limit);
         api_param_i64(a, offset);
     }
-    api_send(ctx, a);
+    api_send(r, a);
 }
 
 void
 api_resubmit(struct apireq *a, enum api_stmt stmt, api_result_fn on_result)
 {
-    struct worker *wk = worker_self();
-    enum pg_submit_result r;
+    enum pg_submit_result rc;
 
     a->q.stmt = stmt;
     a->on_result = on_result;
-    r = pg_submit(wk->pg, &a->q);
-    if (r != PG_OK) {
+    rc = pg_submit(a->api->pg, &a->q);
+    if (rc != PG_OK) {
         api_error(a, 503, "Database unavailable");
         return;
     }
@@ -366,15 +366,17 @@ api_resubmit(struct apireq *a, enum api_stmt stmt, api_result_fn on_result)
 void
 api_reply(struct apireq *a, int status, const char *extra, size_t extra_len)
 {
-    if (a->answered)
+    struct request *r = a->r;
+
+    if (a->answered || r == NULL)
         return;
     a->answered = true;
-    timer_stop(&a->timer);
+    a->r = NULL;
     if (json_failed(&jb)) {
-        conn_complete_error(a->p, 503, "Out of memory");
+        request_error(r, 503, "Out of memory");
         return;
     }
-    conn_complete(a->p, status, jb.p, jb.len, extra, extra_len);
+    request_reply(r, status, jb.p, jb.len, extra, extra_len);
 }
 
 void
@@ -383,14 +385,16 @@ api_error(struct apireq *a, int status, const char *fmt, ...)
     char msg[600];
     va_list ap;
 
-    if (a->answered)
+    struct request *r = a->r;
+
+    if (a->answered || r == NULL)
         return;
     a->answered = true;
-    timer_stop(&a->timer);
+    a->r = NULL;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    conn_complete_error(a->p, status, "%s", msg);
+    request_error(r, status, "%s", msg);
 }
 
 void
@@ -461,14 +465,14 @@ parse_pos_i64(const char *s, size_t n, int64_t *out)
 }
 
 bool
-api_path_id(struct req_ctx *ctx, unsigned idx, const char *what, int64_t *out)
+api_path_id(struct request *r, unsigned idx, const char *what, int64_t *out)
 {
-    const struct http_slice *s = &ctx->match->params[idx];
+    const struct http_slice *s = &r->match.params[idx];
 
     if (parse_pos_i64(s->ptr, s->len, out))
         return true;
-    conn_reply_error(ctx, 400, "Invalid %s id: %.*s (want a positive integer)",
-                     what, (int)(s->len > 64 ? 64 : s->len), s->ptr);
+    request_error(r, 400, "Invalid %s id: %.*s (want a positive integer)", what,
+                  (int)(s->len > 64 ? 64 : s->len), s->ptr);
     return false;
 }
 
@@ -477,9 +481,9 @@ api_path_id(struct req_ctx *ctx, unsigned idx, const char *what, int64_t *out)
 #define PER_PAGE_MAX 100
 
 bool
-api_paging(struct req_ctx *ctx, int64_t *limit, int64_t *offset)
+api_paging(struct request *r, int64_t *limit, int64_t *offset)
 {
-    struct http_slice q = ctx->req->query, k, v;
+    struct http_slice q = r->req.query, k, v;
     int64_t page = 1, per_page = PER_PAGE_DEFAULT;
     int rc;
 
@@ -497,14 +501,13 @@ api_paging(struct req_ctx *ctx, int64_t *limit, int64_t *offset)
         }
         if (!parse_pos_i64(v.ptr, v.len, dst) ||
             (dst == &page && page > PAGE_MAX)) {
-            conn_reply_error(ctx, 400,
-                             "Invalid %s: \"%.*s\" (want an integer >= 1)",
-                             name, (int)(v.len > 32 ? 32 : v.len), v.ptr);
+            request_error(r, 400, "Invalid %s: \"%.*s\" (want an integer >= 1)",
+                          name, (int)(v.len > 32 ? 32 : v.len), v.ptr);
             return false;
         }
     }
     if (rc < 0) {
-        conn_reply_error(ctx, 400, "Malformed query string");
+        request_error(r, 400, "Malformed query string");
         return false;
     }
     if (per_page > PER_PAGE_MAX)
@@ -515,38 +518,37 @@ api_paging(struct req_ctx *ctx, int64_t *limit, int64_t *offset)
 }
 
 json_t *
-api_body(struct req_ctx *ctx)
+api_body(struct request *r)
 {
-    const struct http_slice *ct = &ctx->req->content_type;
+    const struct http_slice *ct = &r->req.content_type;
     json_error_t err;
     json_t *root;
 
     if (ct->len < 16 || strncasecmp(ct->ptr, "application/json", 16) != 0 ||
         (ct->len > 16 && ct->ptr[16] != ';' && ct->ptr[16] != ' ')) {
-        conn_reply_error(ctx, 415, "Content-Type must be application/json");
+        request_error(r, 415, "Content-Type must be application/json");
         return NULL;
     }
-    if (ctx->body.len == 0) {
-        conn_reply_error(ctx, 400, "Request body required");
+    if (r->body.len == 0) {
+        request_error(r, 400, "Request body required");
         return NULL;
     }
-    root =
-        json_loadb(ctx->body.ptr, ctx->body.len, JSON_REJECT_DUPLICATES, &err);
+    root = json_loadb(r->body.ptr, r->body.len, JSON_REJECT_DUPLICATES, &err);
     if (root == NULL) {
-        conn_reply_error(ctx, 400, "Malformed JSON at line %d column %d: %s",
-                         err.line, err.column, err.text);
+        request_error(r, 400, "Malformed JSON at line %d column %d: %s",
+                      err.line, err.column, err.text);
         return NULL;
     }
     if (!json_is_object(root)) {
         json_decref(root);
-        conn_reply_error(ctx, 400, "Request body must be a JSON object");
+        request_error(r, 400, "Request body must be a JSON object");
         return NULL;
     }
     return root;
 }
 
 bool
-api_only_fields(struct req_ctx *ctx, json_t *obj, const char *const *allowed)
+api_only_fields(struct request *r, json_t *obj, const char *const *allowed)
 {
     const char *key;
     json_t *val;
@@ -558,7 +560,7 @@ api_only_fields(struct req_ctx *ctx, json_t *obj, const char *const *allowed)
         for (const char *const *a = allowed; *a && !ok; a++)
             ok = strcmp(key, *a) == 0;
         if (!ok) {
-            conn_reply_error(ctx, 400, "Unknown field: %.64s", key);
+            request_error(r, 400, "Unknown field: %.64s", key);
             return false;
         }
     }

@@ -101,19 +101,19 @@ created_order(struct apireq *a, const PGresult *res)
 
 /* Reads a positive integer field; 1 ok, -1 after answering 400. */
 static int
-int_field(struct req_ctx *ctx, json_t *obj, const char *key, int64_t max,
+int_field(struct request *r, json_t *obj, const char *key, int64_t max,
           int64_t *out)
 {
     json_t *v = json_object_get(obj, key);
 
     if (v == NULL) {
-        conn_reply_error(ctx, 400, "Missing field: %s", key);
+        request_error(r, 400, "Missing field: %s", key);
         return -1;
     }
     if (!json_is_integer(v) || json_integer_value(v) <= 0 ||
         json_integer_value(v) > max) {
-        conn_reply_error(ctx, 400, "Field %s must be an integer from 1 to %lld",
-                         key, (long long)max);
+        request_error(r, 400, "Field %s must be an integer from 1 to %lld", key,
+                      (long long)max);
         return -1;
     }
     *out = json_integer_value(v);
@@ -133,11 +133,12 @@ valid_key(const struct http_slice *k)
 }
 
 void
-api_orders_create(struct req_ctx *ctx)
+api_orders_create(struct request *r, void *arg)
 {
+    (void)arg;
     static const char *const allowed[] = {"user_id", "amount_cents", "currency",
                                           NULL};
-    const struct http_slice *key = &ctx->req->idempotency_key;
+    const struct http_slice *key = &r->req.idempotency_key;
     json_t *body, *cur;
     const char *currency;
     int64_t user_id, amount;
@@ -145,33 +146,33 @@ api_orders_create(struct req_ctx *ctx)
     int n;
 
     if (key->ptr && !valid_key(key)) {
-        conn_reply_error(ctx, 400,
-                         "Idempotency-Key must be 1 to 255 visible ASCII "
-                         "characters");
+        request_error(r, 400,
+                      "Idempotency-Key must be 1 to 255 visible ASCII "
+                      "characters");
         return;
     }
-    body = api_body(ctx);
+    body = api_body(r);
     if (body == NULL)
         return;
-    if (!api_only_fields(ctx, body, allowed) ||
-        int_field(ctx, body, "user_id", INT64_MAX, &user_id) < 0 ||
-        int_field(ctx, body, "amount_cents", 9007199254740991LL, &amount) < 0)
+    if (!api_only_fields(r, body, allowed) ||
+        int_field(r, body, "user_id", INT64_MAX, &user_id) < 0 ||
+        int_field(r, body, "amount_cents", 9007199254740991LL, &amount) < 0)
         goto out;
     cur = json_object_get(body, "currency");
     if (cur == NULL) {
-        conn_reply_error(ctx, 400, "Missing field: currency");
+        request_error(r, 400, "Missing field: currency");
         goto out;
     }
     currency = json_string_value(cur);
     if (currency == NULL || json_string_length(cur) != 3 || currency[0] < 'A' ||
         currency[0] > 'Z' || currency[1] < 'A' || currency[1] > 'Z' ||
         currency[2] < 'A' || currency[2] > 'Z') {
-        conn_reply_error(ctx, 400,
-                         "Field currency must be three upper-case letters "
-                         "(ISO 4217), e.g. \"EUR\"");
+        request_error(r, 400,
+                      "Field currency must be three upper-case letters "
+                      "(ISO 4217), e.g. \"EUR\"");
         goto out;
     }
-    a = api_begin(ctx, S_ORDER_CREATE, created_order);
+    a = api_begin(r, S_ORDER_CREATE, created_order);
     if (a == NULL)
         goto out;
     a->user_id = user_id;
@@ -182,7 +183,7 @@ api_orders_create(struct req_ctx *ctx)
     api_param(a, currency, 3);
     api_param(a, key->ptr, key->len);
     api_param(a, a->canon, (size_t)n);
-    api_send(ctx, a);
+    api_send(r, a);
 out:
     json_decref(body);
 }
@@ -202,9 +203,10 @@ got_order(struct apireq *a, const PGresult *res)
 }
 
 void
-api_orders_get(struct req_ctx *ctx)
+api_orders_get(struct request *r, void *arg)
 {
-    api_send_by_id(ctx, "order", S_ORDER_GET, got_order, false);
+    (void)arg;
+    api_send_by_id(r, "order", S_ORDER_GET, got_order, false);
 }
 
 /* ---- PATCH /orders/{id} ---- */
@@ -227,35 +229,35 @@ patched_order(struct apireq *a, const PGresult *res)
 }
 
 void
-api_orders_patch(struct req_ctx *ctx)
+api_orders_patch(struct request *r, void *arg)
 {
+    (void)arg;
     static const char *const allowed[] = {"status", NULL};
     struct apireq *a;
     const char *status;
     json_t *body;
     int64_t id;
 
-    if (!api_path_id(ctx, 0, "order", &id))
+    if (!api_path_id(r, 0, "order", &id))
         return;
-    body = api_body(ctx);
+    body = api_body(r);
     if (body == NULL)
         return;
-    if (!api_only_fields(ctx, body, allowed))
+    if (!api_only_fields(r, body, allowed))
         goto out;
     status = json_string_value(json_object_get(body, "status"));
     if (status == NULL ||
         (strcmp(status, "paid") != 0 && strcmp(status, "cancelled") != 0)) {
-        conn_reply_error(ctx, 400,
-                         "Field status must be \"paid\" or \"cancelled\"");
+        request_error(r, 400, "Field status must be \"paid\" or \"cancelled\"");
         goto out;
     }
-    a = api_begin(ctx, S_ORDER_STATUS, patched_order);
+    a = api_begin(r, S_ORDER_STATUS, patched_order);
     if (a == NULL)
         goto out;
     a->id = id;
     api_param_i64(a, id);
     api_param(a, status, strlen(status));
-    api_send(ctx, a);
+    api_send(r, a);
 out:
     json_decref(body);
 }

@@ -4,11 +4,13 @@
  *
  * A database request's life: a handler validates the request (answering
  * 400/404/415 at once when it is wrong), takes a struct apireq with
- * api_begin(), adds parameters, and api_send()s it.  The connection owes
- * the client an answer from then on (conn_defer()); it comes from the
- * result callback, from the request timeout (504), or from a failure to
- * reach the database (503), whichever is first.  The apireq is freed once
- * it is answered and the database no longer holds it.
+ * api_begin(), adds parameters, and api_send()s it.  The request is
+ * deferred from then on (request_defer()); its answer comes from the
+ * result callback or from a failure to reach the database (503).  If the
+ * core answers first (request timeout: 504) or the client leaves, the
+ * abort callback marks the apireq answered and its query cancelled, so a
+ * query not yet sent is dropped (SPEC 6).  The apireq is freed once it is
+ * answered and the database no longer holds it.
  */
 #ifndef APIARY_API_PRIV_H
 #define APIARY_API_PRIV_H
@@ -18,10 +20,11 @@
 
 #include <jansson.h>
 
-#include "conn.h"
+#include "api.h"
 #include "json.h"
 #include "loop.h"
 #include "pg.h"
+#include "request.h"
 
 enum api_stmt {
     S_USER_GET = 0,
@@ -45,8 +48,8 @@ typedef void (*api_result_fn)(struct apireq *a, const PGresult *res);
 
 struct apireq {
     struct pg_query q;
-    struct pending *p;
-    struct timer timer;
+    struct api *api;
+    struct request *r; /* NULL once answered or aborted */
     api_result_fn on_result;
     int64_t id;      /* the resource id, for messages */
     int64_t user_id; /* POST /orders */
@@ -63,22 +66,23 @@ struct apireq {
 struct jbuf *api_jbuf(void);
 
 /*
- * Starts a database request for stmt: replies 503 itself and returns NULL
- * when the database is down or memory is short.
+ * Starts a database request for stmt on behalf of r (whose route's arg is
+ * the struct api): replies 503 itself and returns NULL when the database
+ * is down or memory is short.
  */
-struct apireq *api_begin(struct req_ctx *ctx, enum api_stmt stmt,
+struct apireq *api_begin(struct request *r, enum api_stmt stmt,
                          api_result_fn on_result);
 /* Adds a text parameter (copied); NULL for SQL NULL.  false if too long. */
 bool api_param(struct apireq *a, const char *s, size_t n);
 bool api_param_i64(struct apireq *a, int64_t v);
-/* Defers the answer and submits; on failure answers 503 itself. */
-void api_send(struct req_ctx *ctx, struct apireq *a);
+/* Defers r's answer and submits a; on failure answers 503 itself. */
+void api_send(struct request *r, struct apireq *a);
 /*
  * The whole handler for routes whose only input is the {id} of the path
  * (what names it in the 400 message), plus page/per_page when paged: the
  * statement gets $1 = id (and $2 = limit, $3 = offset).
  */
-void api_send_by_id(struct req_ctx *ctx, const char *what, enum api_stmt stmt,
+void api_send_by_id(struct request *r, const char *what, enum api_stmt stmt,
                     api_result_fn on_result, bool paged);
 /* From a result callback: submit again with another statement. */
 void api_resubmit(struct apireq *a, enum api_stmt stmt,
@@ -101,13 +105,13 @@ bool api_sqlstate_is(const PGresult *res, const char *code);
 bool api_found(struct apireq *a, const PGresult *res, const char *what);
 
 /* Validation helpers: on failure they answer 400 themselves, return false. */
-bool api_path_id(struct req_ctx *ctx, unsigned idx, const char *what,
+bool api_path_id(struct request *r, unsigned idx, const char *what,
                  int64_t *out);
-bool api_paging(struct req_ctx *ctx, int64_t *limit, int64_t *offset);
+bool api_paging(struct request *r, int64_t *limit, int64_t *offset);
 /* Parses the body as a JSON object; answers 400/415 itself on failure. */
-json_t *api_body(struct req_ctx *ctx);
+json_t *api_body(struct request *r);
 /* Fails (400) on a key not in allowed (NULL-terminated). */
-bool api_only_fields(struct req_ctx *ctx, json_t *obj,
+bool api_only_fields(struct request *r, json_t *obj,
                      const char *const *allowed);
 
 /* Validators shared with the unit tests. */
@@ -116,16 +120,16 @@ bool api_valid_email(const char *s, size_t n);
 size_t api_utf8_len(const char *s, size_t n);
 
 /* Handlers */
-void api_users_list(struct req_ctx *ctx);
-void api_users_get(struct req_ctx *ctx);
-void api_users_create(struct req_ctx *ctx);
-void api_users_patch(struct req_ctx *ctx);
-void api_users_delete(struct req_ctx *ctx);
-void api_users_orders(struct req_ctx *ctx);
-void api_users_audit(struct req_ctx *ctx);
-void api_orders_create(struct req_ctx *ctx);
-void api_orders_get(struct req_ctx *ctx);
-void api_orders_patch(struct req_ctx *ctx);
+void api_users_list(struct request *r, void *arg);
+void api_users_get(struct request *r, void *arg);
+void api_users_create(struct request *r, void *arg);
+void api_users_patch(struct request *r, void *arg);
+void api_users_delete(struct request *r, void *arg);
+void api_users_orders(struct request *r, void *arg);
+void api_users_audit(struct request *r, void *arg);
+void api_orders_create(struct request *r, void *arg);
+void api_orders_get(struct request *r, void *arg);
+void api_orders_patch(struct request *r, void *arg);
 
 /* Writes one order object from row r of res starting at column col. */
 void api_order_json(struct jbuf *b, const PGresult *res, int r, int col);

@@ -68,9 +68,10 @@ got_user(struct apireq *a, const PGresult *res)
 }
 
 void
-api_users_get(struct req_ctx *ctx)
+api_users_get(struct request *r, void *arg)
 {
-    api_send_by_id(ctx, "user", S_USER_GET, got_user, false);
+    (void)arg;
+    api_send_by_id(r, "user", S_USER_GET, got_user, false);
 }
 
 /* ---- GET /users ---- */
@@ -98,19 +99,20 @@ got_user_list(struct apireq *a, const PGresult *res)
 }
 
 void
-api_users_list(struct req_ctx *ctx)
+api_users_list(struct request *r, void *arg)
 {
+    (void)arg;
     struct apireq *a;
     int64_t limit, offset;
 
-    if (!api_paging(ctx, &limit, &offset))
+    if (!api_paging(r, &limit, &offset))
         return;
-    a = api_begin(ctx, S_USER_LIST, got_user_list);
+    a = api_begin(r, S_USER_LIST, got_user_list);
     if (a == NULL)
         return;
     api_param_i64(a, limit);
     api_param_i64(a, offset);
-    api_send(ctx, a);
+    api_send(r, a);
 }
 
 /* ---- body fields shared by POST and PATCH ---- */
@@ -120,8 +122,8 @@ api_users_list(struct req_ctx *ctx)
  * Returns 1 when present and valid, 0 when absent, -1 after answering 400.
  */
 static int
-string_field(struct req_ctx *ctx, json_t *obj, const char *key,
-             const char **out, size_t *len)
+string_field(struct request *r, json_t *obj, const char *key, const char **out,
+             size_t *len)
 {
     json_t *v = json_object_get(obj, key);
     const char *s;
@@ -130,13 +132,13 @@ string_field(struct req_ctx *ctx, json_t *obj, const char *key,
     if (v == NULL)
         return 0;
     if (!json_is_string(v)) {
-        conn_reply_error(ctx, 400, "Field %s must be a string", key);
+        request_error(r, 400, "Field %s must be a string", key);
         return -1;
     }
     s = json_string_value(v);
     n = json_string_length(v);
     if (memchr(s, '\0', n)) {
-        conn_reply_error(ctx, 400, "Field %s must not contain NUL", key);
+        request_error(r, 400, "Field %s must not contain NUL", key);
         return -1;
     }
     while (n > 0 && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')) {
@@ -149,16 +151,16 @@ string_field(struct req_ctx *ctx, json_t *obj, const char *key,
     if (strcmp(key, "name") == 0) {
         size_t chars = api_utf8_len(s, n);
         if (chars < 1 || chars > 100) {
-            conn_reply_error(ctx, 400,
-                             "Field name must be 1 to 100 characters "
-                             "after trimming, got %zu",
-                             chars);
+            request_error(r, 400,
+                          "Field name must be 1 to 100 characters "
+                          "after trimming, got %zu",
+                          chars);
             return -1;
         }
     } else if (!api_valid_email(s, n)) {
-        conn_reply_error(ctx, 400,
-                         "Field email must be a valid address of at most "
-                         "254 bytes");
+        request_error(r, 400,
+                      "Field email must be a valid address of at most "
+                      "254 bytes");
         return -1;
     }
     *out = s;
@@ -206,39 +208,40 @@ created_user(struct apireq *a, const PGresult *res)
 }
 
 void
-api_users_create(struct req_ctx *ctx)
+api_users_create(struct request *r, void *arg)
 {
+    (void)arg;
     static const char *const allowed[] = {"name", "email", NULL};
     const char *name = NULL, *email = NULL;
     size_t name_len = 0, email_len = 0;
     struct apireq *a;
-    json_t *body = api_body(ctx);
+    json_t *body = api_body(r);
     int rc;
 
     if (body == NULL)
         return;
-    if (!api_only_fields(ctx, body, allowed))
+    if (!api_only_fields(r, body, allowed))
         goto out;
-    rc = string_field(ctx, body, "name", &name, &name_len);
+    rc = string_field(r, body, "name", &name, &name_len);
     if (rc < 0)
         goto out;
     if (rc == 0) {
-        conn_reply_error(ctx, 400, "Missing field: name");
+        request_error(r, 400, "Missing field: name");
         goto out;
     }
-    rc = string_field(ctx, body, "email", &email, &email_len);
+    rc = string_field(r, body, "email", &email, &email_len);
     if (rc < 0)
         goto out;
     if (rc == 0) {
-        conn_reply_error(ctx, 400, "Missing field: email");
+        request_error(r, 400, "Missing field: email");
         goto out;
     }
-    a = api_begin(ctx, S_USER_CREATE, created_user);
+    a = api_begin(r, S_USER_CREATE, created_user);
     if (a == NULL)
         goto out;
     api_param(a, name, name_len);
     api_param(a, email, email_len);
-    api_send(ctx, a);
+    api_send(r, a);
 out:
     json_decref(body);
 }
@@ -262,8 +265,9 @@ patched_user(struct apireq *a, const PGresult *res)
 }
 
 void
-api_users_patch(struct req_ctx *ctx)
+api_users_patch(struct request *r, void *arg)
 {
+    (void)arg;
     static const char *const allowed[] = {"name", "email", NULL};
     const char *name = NULL, *email = NULL;
     size_t name_len = 0, email_len = 0;
@@ -272,31 +276,31 @@ api_users_patch(struct req_ctx *ctx)
     int64_t id;
     int rn, re;
 
-    if (!api_path_id(ctx, 0, "user", &id))
+    if (!api_path_id(r, 0, "user", &id))
         return;
-    body = api_body(ctx);
+    body = api_body(r);
     if (body == NULL)
         return;
-    if (!api_only_fields(ctx, body, allowed))
+    if (!api_only_fields(r, body, allowed))
         goto out;
-    rn = string_field(ctx, body, "name", &name, &name_len);
+    rn = string_field(r, body, "name", &name, &name_len);
     if (rn < 0)
         goto out;
-    re = string_field(ctx, body, "email", &email, &email_len);
+    re = string_field(r, body, "email", &email, &email_len);
     if (re < 0)
         goto out;
     if (rn == 0 && re == 0) {
-        conn_reply_error(ctx, 400, "Nothing to update: give name or email");
+        request_error(r, 400, "Nothing to update: give name or email");
         goto out;
     }
-    a = api_begin(ctx, S_USER_PATCH, patched_user);
+    a = api_begin(r, S_USER_PATCH, patched_user);
     if (a == NULL)
         goto out;
     a->id = id;
     api_param_i64(a, id);
     api_param(a, name, name_len);
     api_param(a, email, email_len);
-    api_send(ctx, a);
+    api_send(r, a);
 out:
     json_decref(body);
 }
@@ -322,9 +326,10 @@ deleted_user(struct apireq *a, const PGresult *res)
 }
 
 void
-api_users_delete(struct req_ctx *ctx)
+api_users_delete(struct request *r, void *arg)
 {
-    api_send_by_id(ctx, "user", S_USER_DELETE, deleted_user, false);
+    (void)arg;
+    api_send_by_id(r, "user", S_USER_DELETE, deleted_user, false);
 }
 
 /* ---- GET /users/{id}/orders ---- */
@@ -353,9 +358,10 @@ got_user_orders(struct apireq *a, const PGresult *res)
 }
 
 void
-api_users_orders(struct req_ctx *ctx)
+api_users_orders(struct request *r, void *arg)
 {
-    api_send_by_id(ctx, "user", S_USER_ORDERS, got_user_orders, true);
+    (void)arg;
+    api_send_by_id(r, "user", S_USER_ORDERS, got_user_orders, true);
 }
 
 /* ---- GET /users/{id}/audit ---- */
@@ -403,7 +409,8 @@ got_user_audit(struct apireq *a, const PGresult *res)
 }
 
 void
-api_users_audit(struct req_ctx *ctx)
+api_users_audit(struct request *r, void *arg)
 {
-    api_send_by_id(ctx, "user", S_USER_AUDIT, got_user_audit, true);
+    (void)arg;
+    api_send_by_id(r, "user", S_USER_AUDIT, got_user_audit, true);
 }

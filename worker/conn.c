@@ -1,20 +1,22 @@
 /*
- * conn.c - see conn.h for the state machine and buffer ownership.
+ * conn.c - the connection state machine; see conn.h for the states, the
+ * buffers and the timers, answer.c for answers and their order.
  *
  * Flow of one readable event:
  *   conn_read()      one read(2) into the connection's buffer (or scratch)
- *   process_input()  parse and dispatch every complete request in order
+ *   process_input()  parse, route, run the after-routing hooks, read the
+ *                    body, dispatch: every complete request in order
  *   keep_leftover()  move an unfinished request into a buffer of its own
- *   arm_timer()      put the connection in the timer queue of its state
- * Responses are appended to c->out and written by conn_flush_pending()
- * just before the loop sleeps, so pipelined responses leave in one writev.
+ *   conn_arm_timer() put the connection in the timer queue of its state
+ * Responses are appended to c->out and written by conn_ctx_flush() just
+ * before the loop sleeps, so pipelined responses leave in one writev.
  */
 #include "conn.h"
+#include "conn_priv.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,131 +25,27 @@
 
 #include "log.h"
 #include "response.h"
-#include "worker.h"
 
-#define RS_FREE_MAX 1024
+#define REQUEST_FREE_MAX 1024
 
-static struct reqstate *rs_free;
-static unsigned rs_nfree;
+static void conn_event(struct loop *loop, struct loop_watch *w,
+                       uint32_t events);
+static void header_timeout(struct loop *loop, struct timer *t);
+static void body_timeout(struct loop *loop, struct timer *t);
+static void keepalive_timeout(struct loop *loop, struct timer *t);
+static void send_timeout(struct loop *loop, struct timer *t);
+static void linger_timeout(struct loop *loop, struct timer *t);
 
-static struct reqstate *
-rs_get(void)
-{
-    struct reqstate *rs = rs_free;
-
-    if (rs) {
-        rs_free = rs->next_free;
-        rs_nfree--;
-        return rs;
-    }
-    rs = malloc(sizeof(*rs));
-    if (rs)
-        buf_allocs++;
-    return rs;
-}
-
-static void
-rs_put(struct reqstate **rsp)
-{
-    struct reqstate *rs = *rsp;
-
-    *rsp = NULL;
-    if (rs == NULL)
-        return;
-    if (rs_nfree >= RS_FREE_MAX) {
-        free(rs);
-        return;
-    }
-    rs->next_free = rs_free;
-    rs_free = rs;
-    rs_nfree++;
-}
-
-/* ---- answers owed (see conn.h) ---- */
-
-#define PENDING_FREE_MAX 1024
-#define PENDING_PATH_MAX 160
-#define PENDING_RID_MAX 64
-
-struct pending {
-    struct pending *next;
-    struct conn *c; /* NULL once the client is gone */
-    struct outq out;
-    bool ready;
-    bool head; /* HEAD request: no body */
-    bool ka_after;
-    enum http_method method;
-    int status;
-    long bytes;
-    uint64_t start_us;
-    uint16_t path_len;
-    uint8_t rid_len;
-    char path[PENDING_PATH_MAX];
-    char rid[PENDING_RID_MAX];
-};
-
-static struct pending *pend_free;
-static unsigned pend_nfree;
-
-static struct pending *
-pending_get(void)
-{
-    struct pending *p = pend_free;
-
-    if (p) {
-        pend_free = p->next;
-        pend_nfree--;
-    } else {
-        p = malloc(sizeof(*p));
-        if (p == NULL)
-            return NULL;
-        buf_allocs++;
-    }
-    memset(p, 0, offsetof(struct pending, path));
-    outq_init(&p->out);
-    return p;
-}
-
-static void
-pending_put(struct pending *p)
-{
-    if (pend_nfree >= PENDING_FREE_MAX) {
-        free(p);
-        return;
-    }
-    p->next = pend_free;
-    pend_free = p;
-    pend_nfree++;
-}
-
-void
-conn_fini(void)
-{
-    while (pend_free) {
-        struct pending *p = pend_free;
-        pend_free = p->next;
-        free(p);
-    }
-    pend_nfree = 0;
-    while (rs_free) {
-        struct reqstate *rs = rs_free;
-        rs_free = rs->next_free;
-        free(rs);
-    }
-    rs_nfree = 0;
-}
-
-static uint64_t
-now_us(void)
+uint64_t
+conn_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
 }
 
-/* "127.0.0.1:5000" or "[::1]:5000" */
-static void
-peer_str(const struct conn *c, char *buf, size_t cap)
+void
+conn_peer_str(const struct conn *c, char *buf, size_t cap)
 {
     char addr[INET6_ADDRSTRLEN];
 
@@ -162,9 +60,86 @@ peer_str(const struct conn *c, char *buf, size_t cap)
     }
 }
 
-/* Registers the interest the connection's state calls for. */
-static void
-update_mask(struct worker *wk, struct conn *c)
+/* ---- context ---- */
+
+int
+conn_ctx_init(struct conn_ctx *ctx, struct loop *loop,
+              const struct router *router, const struct conn_settings *s)
+{
+    const struct http_limits *lim = &s->limits;
+    uint32_t hdr;
+
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->magic = CONN_CTX_MAGIC;
+    ctx->loop = loop;
+    ctx->router = router;
+    ctx->set = *s;
+    /* leading empty lines + request line + CRLF + fields + one more byte */
+    ctx->header_cap =
+        16 + (size_t)lim->max_request_line + 2 + lim->max_header_bytes + 2;
+    hdr = (uint32_t)((ctx->header_cap + 4095) & ~(size_t)4095);
+    if (hdr < 16384)
+        hdr = 16384;
+    /* calloc of a large table is fresh zero pages: untouched fds cost
+     * nothing */
+    ctx->conns = calloc(s->max_fds, sizeof(struct conn));
+    if (ctx->conns == NULL)
+        return -1;
+    bufpool_init(&ctx->in_pool, hdr, 64);
+    bufpool_init(&ctx->out_pool, s->out_chunk_bytes, 256);
+    request_pool_init(&ctx->requests, REQUEST_FREE_MAX);
+    ctx->scratch = bufpool_get(&ctx->in_pool, hdr);
+    if (ctx->scratch == NULL) {
+        free(ctx->conns);
+        ctx->conns = NULL;
+        errno = ENOMEM;
+        return -1;
+    }
+    timer_queue_init(&ctx->header_q, s->header_timeout_ms, header_timeout);
+    timer_queue_init(&ctx->body_q, s->body_timeout_ms, body_timeout);
+    timer_queue_init(&ctx->keepalive_q, s->keepalive_timeout_ms,
+                     keepalive_timeout);
+    timer_queue_init(&ctx->send_q, s->send_timeout_ms, send_timeout);
+    timer_queue_init(&ctx->linger_q, s->linger_ms, linger_timeout);
+    timer_queue_init(&ctx->request_q, s->request_timeout_ms,
+                     answer_request_timeout);
+    if (loop_add_queue(loop, &ctx->header_q) < 0 ||
+        loop_add_queue(loop, &ctx->body_q) < 0 ||
+        loop_add_queue(loop, &ctx->keepalive_q) < 0 ||
+        loop_add_queue(loop, &ctx->send_q) < 0 ||
+        loop_add_queue(loop, &ctx->linger_q) < 0 ||
+        loop_add_queue(loop, &ctx->request_q) < 0) {
+        conn_ctx_fini(ctx);
+        errno = ENOSPC;
+        return -1;
+    }
+    return 0;
+}
+
+void
+conn_ctx_fini(struct conn_ctx *ctx)
+{
+    if (ctx->magic != CONN_CTX_MAGIC)
+        return;
+    if (ctx->conns) {
+        for (unsigned fd = 0; fd < ctx->set.max_fds; fd++)
+            if (ctx->conns[fd].state != CONN_FREE)
+                conn_close(&ctx->conns[fd], "worker exiting");
+        conn_ctx_reap(ctx);
+        free(ctx->conns);
+        ctx->conns = NULL;
+    }
+    bufpool_put(&ctx->in_pool, &ctx->scratch);
+    bufpool_fini(&ctx->in_pool);
+    bufpool_fini(&ctx->out_pool);
+    request_pool_fini(&ctx->requests);
+    ctx->magic = 0;
+}
+
+/* ---- interest and timers ---- */
+
+void
+conn_update_mask(struct conn *c)
 {
     uint32_t mask = 0;
 
@@ -183,65 +158,87 @@ update_mask(struct worker *wk, struct conn *c)
     }
     if (c->out_blocked)
         mask |= EPOLLOUT;
-    if (loop_mod(wk->loop, &c->w, mask) < 0)
+    if (loop_mod(c->ctx->loop, &c->w, mask) < 0)
         log_error("epoll_ctl(MOD) failed for fd %d: %s", c->w.fd,
                   strerror(errno));
 }
 
-static void
-queue_output(struct worker *wk, struct conn *c)
+void
+conn_queue_output(struct conn *c)
 {
+    struct conn_ctx *ctx = c->ctx;
+
     if (c->in_pending)
         return;
     c->in_pending = true;
-    c->next_pending = wk->pending_out;
-    wk->pending_out = c;
+    c->next_pending = ctx->pending_out;
+    ctx->pending_out = c;
 }
 
-/* Puts the connection in the timer queue its state calls for. */
-static void
-arm_timer(struct worker *wk, struct conn *c)
+void
+conn_arm_timer(struct conn *c)
 {
+    struct conn_ctx *ctx = c->ctx;
     struct timer_queue *q;
 
     if (c->out_blocked) {
-        if (c->timer.queue != &wk->send_q)
-            timer_start(wk->loop, &wk->send_q, &c->timer);
+        if (c->timer.queue != &ctx->send_q)
+            timer_start(ctx->loop, &ctx->send_q, &c->timer);
         return;
     }
     switch (c->state) {
     case CONN_HEADERS:
-        q = &wk->header_q; /* not extended by progress: slowloris */
+        q = &ctx->header_q; /* not extended by progress: slowloris */
         if (c->timer.queue == q)
             return;
         break;
     case CONN_BODY:
-        q = &wk->body_q; /* extended on every read */
-        break;
-    case CONN_IDLE:
-        q = &wk->keepalive_q;
+        q = &ctx->body_q; /* restarted by real progress only (conn_read) */
         if (c->timer.queue == q)
             return;
         break;
+    case CONN_IDLE:
+        if (c->owed_head) {
+            /* an answer is owed: the request timeout runs, not ours */
+            timer_stop(&c->timer);
+            return;
+        }
+        q = &ctx->keepalive_q;
+        if (c->timer.queue == q)
+            return;
+        break;
+    case CONN_CLOSING:
+        timer_stop(&c->timer); /* owed answers: their request timeout */
+        return;
     case CONN_LINGER:
-        q = &wk->linger_q;
+        q = &ctx->linger_q;
         if (c->timer.queue == q)
             return;
         break;
     default:
         return;
     }
-    timer_start(wk->loop, q, &c->timer);
+    timer_start(ctx->loop, q, &c->timer);
 }
 
-void
-conn_open(struct worker *wk, int fd, const struct sockaddr *sa)
-{
-    struct conn *c = &wk->conns[fd];
+/* ---- open and close ---- */
 
+struct conn *
+conn_open(struct conn_ctx *ctx, int fd, const struct sockaddr *sa)
+{
+    struct conn *c;
+
+    if (fd < 0 || (unsigned)fd >= ctx->set.max_fds) {
+        log_error("accepted fd %d beyond the connection table (%u)", fd,
+                  ctx->set.max_fds);
+        (void)close(fd);
+        return NULL;
+    }
+    c = &ctx->conns[fd];
     memset(c, 0, sizeof(*c));
     c->magic = CONN_MAGIC;
     c->state = CONN_IDLE;
+    c->ctx = ctx;
     timer_init(&c->timer);
     outq_init(&c->out);
     if (sa->sa_family == AF_INET) {
@@ -255,55 +252,53 @@ conn_open(struct worker *wk, int fd, const struct sockaddr *sa)
         c->peer_port = ntohs(sin6->sin6_port);
         c->peer_family = AF_INET6;
     }
-    if (loop_add(wk->loop, &c->w, fd, EPOLLIN, conn_event) < 0) {
+    if (loop_add(ctx->loop, &c->w, fd, EPOLLIN, conn_event) < 0) {
         log_error("epoll_ctl(ADD) failed for fd %d: %s", fd, strerror(errno));
         c->state = CONN_FREE;
+        c->magic = 0;
         (void)close(fd);
-        return;
+        return NULL;
     }
-    wk->nconns++;
+    ctx->nconns++;
     /* the first request gets the header timeout, like nginx */
-    timer_start(wk->loop, &wk->header_q, &c->timer);
+    timer_start(ctx->loop, &ctx->header_q, &c->timer);
+    return c;
 }
 
 void
-conn_close(struct worker *wk, struct conn *c, const char *why)
+conn_close(struct conn *c, const char *why)
 {
+    struct conn_ctx *ctx = c->ctx;
+
     if (c->state == CONN_FREE)
         return;
     log_debug("closing connection fd %d: %s", c->w.fd, why);
-    if (loop_del(wk->loop, &c->w) < 0)
+    if (loop_del(ctx->loop, &c->w) < 0)
         log_error("epoll_ctl(DEL) failed for fd %d: %s", c->w.fd,
                   strerror(errno));
     timer_stop(&c->timer);
-    outq_clear(&c->out, &wk->out_pool);
-    bufpool_put(&wk->in_pool, &c->in);
-    rs_put(&c->rs);
-    /* answers still owed: their holders find c == NULL and just free */
-    while (c->pend_head) {
-        struct pending *p = c->pend_head;
-        c->pend_head = p->next;
-        p->c = NULL;
-        if (p->ready) {
-            outq_clear(&p->out, &wk->out_pool);
-            pending_put(p);
-        }
-    }
-    c->pend_tail = NULL;
-    c->npending = 0;
+    /* requests still held end here: abort, done hooks (before the input
+     * their slices point into goes back to the pool) */
+    answer_client_gone(c);
+    outq_clear(&c->out, &ctx->out_pool);
+    /* a handler may still hold slices of the input: process_input()
+     * returns it once the handler is back */
+    if (!c->in_input)
+        bufpool_put(&ctx->in_pool, &c->in);
     c->state = CONN_FREE;
-    c->next_closed = wk->closing;
-    wk->closing = c;
-    wk->nconns--;
-    worker_conn_closed(wk);
+    c->next_closed = ctx->closing;
+    ctx->closing = c;
+    ctx->nconns--;
+    if (ctx->on_closed)
+        ctx->on_closed(ctx, ctx->owner);
 }
 
 void
-conn_reap_closed(struct worker *wk)
+conn_ctx_reap(struct conn_ctx *ctx)
 {
-    while (wk->closing) {
-        struct conn *c = wk->closing;
-        wk->closing = c->next_closed;
+    while (ctx->closing) {
+        struct conn *c = ctx->closing;
+        ctx->closing = c->next_closed;
         c->magic = 0;
         if (close(c->w.fd) < 0)
             log_error("close() failed for fd %d: %s", c->w.fd, strerror(errno));
@@ -312,528 +307,414 @@ conn_reap_closed(struct worker *wk)
 
 /* Output is flushed on a CLOSING connection: close, gently if needed. */
 static void
-finish_close(struct worker *wk, struct conn *c)
+finish_close(struct conn *c)
 {
     if (!c->linger) {
-        conn_close(wk, c, "response sent, connection: close");
+        conn_close(c, "response sent, connection: close");
         return;
     }
     if (shutdown(c->w.fd, SHUT_WR) < 0) {
-        conn_close(wk, c, "shutdown() failed");
+        conn_close(c, "shutdown() failed");
         return;
     }
     c->state = CONN_LINGER;
-    update_mask(wk, c);
-    arm_timer(wk, c);
+    conn_update_mask(c);
+    conn_arm_timer(c);
+}
+
+/* Nothing more to do for c in a drain: close it. */
+static bool
+drain_idle(struct conn *c)
+{
+    if (!c->ctx->draining || c->state != CONN_IDLE || c->rs || c->owed_head ||
+        c->out.bytes > 0 || (c->in && c->in->start < c->in->end))
+        return false;
+    conn_close(c, "shutting down");
+    return true;
 }
 
 static void
-conn_write(struct worker *wk, struct conn *c)
+conn_write(struct conn *c)
 {
+    struct conn_ctx *ctx = c->ctx;
     ssize_t n;
 
     if (c->state == CONN_FREE || c->state == CONN_LINGER)
         return;
-    n = outq_write(&c->out, c->w.fd, &wk->out_pool);
+    n = outq_write(&c->out, c->w.fd, &ctx->out_pool);
     if (n < 0 && errno != EAGAIN) {
-        conn_close(wk, c,
-                   errno == EPIPE || errno == ECONNRESET
-                       ? "client reset the connection"
-                       : "write() failed");
+        conn_close(c, errno == EPIPE || errno == ECONNRESET
+                          ? "client reset the connection"
+                          : "write() failed");
         return;
     }
     if (c->out.bytes == 0) {
         if (c->out_blocked) {
             c->out_blocked = false;
-            update_mask(wk, c);
+            conn_update_mask(c);
         }
-        if (c->pend_head) {
-            arm_timer(wk, c);
+        if (c->owed_head) {
+            conn_arm_timer(c);
             return; /* answers still to come */
         }
         if (c->state == CONN_CLOSING) {
-            finish_close(wk, c);
+            finish_close(c);
             return;
         }
-        if (wk->draining && c->state == CONN_IDLE) {
-            conn_close(wk, c, "shutting down");
+        if (drain_idle(c))
+            return;
+        if (c->state == CONN_IDLE && n > 0) {
+            /* keep-alive counts from the last answer written (SPEC 3) */
+            timer_start(ctx->loop, &ctx->keepalive_q, &c->timer);
             return;
         }
-        arm_timer(wk, c);
+        conn_arm_timer(c);
         return;
     }
     if (!c->out_blocked) {
         c->out_blocked = true;
-        update_mask(wk, c);
-        timer_start(wk->loop, &wk->send_q, &c->timer);
+        conn_update_mask(c);
+        timer_start(ctx->loop, &ctx->send_q, &c->timer);
     } else if (n > 0) {
-        timer_start(wk->loop, &wk->send_q, &c->timer); /* progress */
+        timer_start(ctx->loop, &ctx->send_q, &c->timer); /* progress */
     }
 }
 
 void
-conn_flush_pending(struct worker *wk)
+conn_ctx_flush(struct conn_ctx *ctx)
 {
-    while (wk->pending_out) {
-        struct conn *c = wk->pending_out;
-        wk->pending_out = c->next_pending;
+    while (ctx->pending_out) {
+        struct conn *c = ctx->pending_out;
+        ctx->pending_out = c->next_pending;
         c->in_pending = false;
         if (c->state != CONN_FREE)
-            conn_write(wk, c);
+            conn_write(c);
     }
-}
-
-/* ---- replies ---- */
-
-void
-conn_reply(struct req_ctx *ctx, int status, const char *body, size_t body_len,
-           const char *extra, size_t extra_len)
-{
-    struct worker *wk = ctx->wk;
-    struct conn *c = ctx->c;
-    struct response r = {
-        .status = status,
-        .body = body,
-        .body_len = body_len,
-        .extra = extra,
-        .extra_len = extra_len,
-        .head = ctx->req && ctx->req->method == HTTP_HEAD,
-        .keep_alive = c->ka_after,
-        .no_body_headers = status == 204 || status == 304,
-    };
-    struct outq *q = &c->out;
-    struct pending *p = NULL;
-    long n;
-
-    ctx->status = status;
-    if (c->pend_head) {
-        /* earlier answers are still owed: this one waits its turn */
-        p = conn_defer(ctx);
-        if (p == NULL) {
-            conn_close(wk, c, "out of memory");
-            return;
-        }
-        ctx->deferred = NULL; /* answered, as far as the handler knows */
-        p->ready = true;
-        p->status = status;
-        q = &p->out;
-    }
-    n = response_write(q, &wk->out_pool, &r);
-    if (n < 0) {
-        log_error("out of memory queueing a response on fd %d", c->w.fd);
-        conn_close(wk, c, "out of memory");
-        return;
-    }
-    ctx->bytes_out = n;
-    if (p) {
-        p->bytes = n;
-        return;
-    }
-    if (c->out.bytes > wk->cfg->output_buffer_limit) {
-        char peer[64];
-        peer_str(c, peer, sizeof(peer));
-        log_info("client %s is not reading its responses: %llu bytes "
-                 "unsent, over output_buffer_limit; closing",
-                 peer, (unsigned long long)c->out.bytes);
-        conn_close(wk, c, "output buffer limit");
-        return;
-    }
-    queue_output(wk, c);
 }
 
 void
-conn_reply_error(struct req_ctx *ctx, int status, const char *fmt, ...)
+conn_ctx_drain(struct conn_ctx *ctx)
 {
-    char body[1024];
-    va_list ap;
-    size_t n;
-
-    va_start(ap, fmt);
-    n = response_error_vbody(body, sizeof(body), status, fmt, ap);
-    va_end(ap);
-    conn_reply(ctx, status, body, n, NULL, 0);
-}
-
-struct pending *
-conn_defer(struct req_ctx *ctx)
-{
-    struct conn *c = ctx->c;
-    struct pending *p = pending_get();
-    const struct http_request *req = ctx->req;
-
-    if (p == NULL)
-        return NULL;
-    p->c = c;
-    p->ka_after = c->ka_after;
-    p->head = req && req->method == HTTP_HEAD;
-    if (req) {
-        p->method = req->method;
-        p->path_len =
-            (uint16_t)(req->path.len < PENDING_PATH_MAX ? req->path.len
-                                                        : PENDING_PATH_MAX);
-        memcpy(p->path, req->path.ptr, p->path_len);
-        p->rid_len = (uint8_t)(req->request_id.len < PENDING_RID_MAX
-                                   ? req->request_id.len
-                                   : PENDING_RID_MAX);
-        if (p->rid_len)
-            memcpy(p->rid, req->request_id.ptr, p->rid_len);
+    ctx->draining = true;
+    for (unsigned fd = 0; fd < ctx->set.max_fds; fd++) {
+        struct conn *c = &ctx->conns[fd];
+        if (c->state != CONN_FREE && c->magic == CONN_MAGIC)
+            (void)drain_idle(c);
     }
-    if (c->rs)
-        p->start_us = c->rs->start_us;
-    if (c->pend_tail)
-        c->pend_tail->next = p;
-    else
-        c->pend_head = p;
-    c->pend_tail = p;
-    c->npending++;
-    ctx->deferred = p;
-    return p;
-}
-
-static void access_log_line(struct worker *wk, struct conn *c,
-                            enum http_method m, const char *path,
-                            size_t path_len, const char *rid, size_t rid_len,
-                            int status, long bytes, uint64_t start_us);
-static void resume_input(struct worker *wk, struct conn *c);
-
-/* Moves every answer that is ready, in order, to the output queue. */
-static void
-pend_flush(struct worker *wk, struct conn *c)
-{
-    while (c->pend_head && c->pend_head->ready) {
-        struct pending *p = c->pend_head;
-        c->pend_head = p->next;
-        if (c->pend_head == NULL)
-            c->pend_tail = NULL;
-        c->npending--;
-        if (p->out.head) {
-            if (c->out.tail)
-                c->out.tail->next = p->out.head;
-            else
-                c->out.head = p->out.head;
-            c->out.tail = p->out.tail;
-            c->out.bytes += p->out.bytes;
-        }
-        pending_put(p);
-    }
-    queue_output(wk, c);
-    if (c->out.bytes > wk->cfg->output_buffer_limit) {
-        conn_close(wk, c, "output buffer limit");
-        return;
-    }
-    if (c->in_paused && c->npending < CONN_MAX_PENDING)
-        resume_input(wk, c);
-}
-
-void
-conn_complete(struct pending *p, int status, const char *body, size_t body_len,
-              const char *extra, size_t extra_len)
-{
-    struct worker *wk = worker_self();
-    struct conn *c = p->c;
-    struct response r = {
-        .status = status,
-        .body = body,
-        .body_len = body_len,
-        .extra = extra,
-        .extra_len = extra_len,
-        .head = p->head,
-        .keep_alive = p->ka_after,
-        .no_body_headers = status == 204 || status == 304,
-    };
-    long n;
-
-    if (c == NULL) {
-        pending_put(p); /* the client left */
-        return;
-    }
-    n = response_write(&p->out, &wk->out_pool, &r);
-    if (n < 0) {
-        log_error("out of memory queueing a response on fd %d", c->w.fd);
-        conn_close(wk, c, "out of memory");
-        return;
-    }
-    p->ready = true;
-    p->status = status;
-    p->bytes = n;
-    if (log_access_enabled())
-        access_log_line(wk, c, p->method, p->path, p->path_len, p->rid,
-                        p->rid_len, status, n, p->start_us);
-    pend_flush(wk, c);
-}
-
-void
-conn_complete_error(struct pending *p, int status, const char *fmt, ...)
-{
-    char body[1024];
-    va_list ap;
-    size_t n;
-
-    va_start(ap, fmt);
-    n = response_error_vbody(body, sizeof(body), status, fmt, ap);
-    va_end(ap);
-    conn_complete(p, status, body, n, NULL, 0);
-}
-
-int
-conn_pending_alive(const struct pending *p)
-{
-    return p->c != NULL;
 }
 
 /* ---- input ---- */
 
-static void
-access_log_line(struct worker *wk, struct conn *c, enum http_method m,
-                const char *path, size_t path_len, const char *rid,
-                size_t rid_len, int status, long bytes, uint64_t start_us)
+static void process_input(struct conn *c, struct chunk *b);
+static int keep_leftover(struct conn *c, struct chunk *b);
+
+void
+conn_answers_moved(struct conn *c)
 {
-    char line[2048], epath[600], erid[160], peer[64], ts[32];
-    struct timespec now;
-    struct tm tm;
-    int n;
+    struct conn_ctx *ctx = c->ctx;
 
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    peer_str(c, peer, sizeof(peer));
-    log_json_escape(epath, sizeof(epath), path ? path : "", path_len);
-    log_json_escape(erid, sizeof(erid), rid ? rid : "", rid_len);
-    n = snprintf(line, sizeof(line),
-                 "{\"time\":\"%s.%03ldZ\",\"request_id\":\"%s\",\"worker\":%u,"
-                 "\"client\":\"%s\",\"method\":\"%s\",\"path\":\"%s\","
-                 "\"status\":%d,\"bytes\":%ld,\"us\":%llu}\n",
-                 ts, now.tv_nsec / 1000000, erid, wk->id, peer,
-                 http_method_name(m), epath, status, bytes,
-                 (unsigned long long)(now_us() - start_us));
-    if (n > 0)
-        log_access(line,
-                   (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-}
-
-static void
-access_log(struct worker *wk, struct conn *c, const struct req_ctx *ctx)
-{
-    const struct http_request *req = ctx->req;
-
-    access_log_line(wk, c, req->method, req->path.ptr, req->path.len,
-                    req->request_id.ptr, req->request_id.len, ctx->status,
-                    ctx->bytes_out, c->rs->start_us);
-}
-
-static void
-route_error(struct req_ctx *ctx, int route)
-{
-    const struct http_request *req = ctx->req;
-    char allow[128], extra[160];
-    int n;
-
-    if (route == ROUTER_NOT_FOUND) {
-        conn_reply_error(ctx, 404, "Not found: %.*s", (int)req->path.len,
-                         req->path.ptr);
+    if (c->state == CONN_FREE)
+        return;
+    conn_queue_output(c);
+    if (c->out.bytes > ctx->set.output_buffer_limit) {
+        char peer[64];
+        conn_peer_str(c, peer, sizeof(peer));
+        log_info("client %s is not reading its responses: %llu bytes "
+                 "unsent, over output_buffer_limit; closing",
+                 peer, (unsigned long long)c->out.bytes);
+        conn_close(c, "output buffer limit");
         return;
     }
-    router_allow_string(ctx->match->allow, allow, sizeof(allow));
-    n = snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
-    {
-        char msg[600], body[1024];
-        size_t len;
-        snprintf(msg, sizeof(msg), "Method %s not allowed on %.*s",
-                 http_method_name(req->method), (int)req->path.len,
-                 req->path.ptr);
-        len = response_error_body(body, sizeof(body), 405, msg);
-        conn_reply(ctx, 405, body, len, extra, (size_t)n);
+    if (c->owed_head == NULL && c->rs && c->rs->continue_wanted)
+        answer_continue(c);
+    if (c->in_paused && c->nowed < CONN_MAX_PENDING) {
+        /* answers went out: serve the requests already buffered */
+        c->in_paused = false;
+        if (c->in && c->in->start < c->in->end && c->state != CONN_CLOSING &&
+            !c->in_input) {
+            process_input(c, c->in);
+            if (c->state == CONN_FREE)
+                return;
+            if (c->state != CONN_CLOSING && keep_leftover(c, c->in) < 0)
+                return;
+        }
+        conn_update_mask(c);
     }
+    if (!c->in_input)
+        conn_arm_timer(c);
 }
 
-/* Runs the handler of a complete request and consumes its bytes. */
 static void
-dispatch(struct worker *wk, struct conn *c, struct chunk *b, size_t consumed,
+route_error(struct request *r)
+{
+    const struct http_request *req = &r->req;
+    char allow[128], extra[160], msg[600], body[1024];
+    size_t len;
+    int n;
+
+    if (r->route == ROUTER_NOT_FOUND) {
+        request_error(r, 404, "Not found: %.*s", (int)req->path.len,
+                      req->path.ptr);
+        return;
+    }
+    router_allow_string(r->match.allow, allow, sizeof(allow));
+    n = snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+    snprintf(msg, sizeof(msg), "Method %s not allowed on %.*s",
+             http_method_name(req->method), (int)req->path.len, req->path.ptr);
+    len = response_error_body(body, sizeof(body), 405, msg);
+    request_reply(r, 405, body, len, extra, (size_t)n);
+}
+
+/*
+ * Hands the complete request c->rs to its handler; its bytes (consumed,
+ * from b->start) are then consumed.
+ */
+static void
+dispatch(struct conn *c, struct chunk *b, size_t consumed,
          struct http_slice body)
 {
-    struct reqstate *rs = c->rs;
-    struct req_ctx ctx = {
-        .wk = wk,
-        .c = c,
-        .req = &rs->req,
-        .match = &rs->match,
-        .body = body,
-    };
+    struct request *r = c->rs;
+    struct conn_ctx *ctx = c->ctx;
+    bool stop;
 
-    c->ka_after = rs->req.keep_alive && !wk->draining;
-    if (rs->route >= 0)
-        ((handler_fn)rs->match.route->handler)(&ctx);
-    else
-        route_error(&ctx, rs->route);
-    if (c->state == CONN_FREE)
-        return; /* the reply closed it */
-    wk->requests++;
-    if (ctx.deferred == NULL && log_access_enabled())
-        access_log(wk, c, &ctx);
+    c->rs = NULL;
+    c->state = CONN_IDLE;
+    /* consumed before the handler runs (its slices stay valid: nothing
+     * reuses the buffer until process_input() returns), so that the
+     * answer can tell whether more input follows */
     b->start += (uint32_t)consumed;
-    rs_put(&c->rs);
-    if (c->ka_after) {
-        c->state = CONN_IDLE;
+    r->phase = REQUEST_HANDLING;
+    r->body = body;
+    r->bytes_in = consumed;
+    r->in_handler = true;
+    if (r->route >= 0) {
+        const struct route *rt = r->match.route;
+        ((handler_fn)rt->handler)(r, rt->arg);
     } else {
-        c->state = CONN_CLOSING;
-        c->linger = b->start < b->end;
+        route_error(r);
     }
+    r->in_handler = false;
+    r->body = (struct http_slice){NULL, 0};
+    if (!r->answered && !r->queued) {
+        log_error("handler for %.*s neither answered nor deferred: a bug",
+                  (int)r->req.path.len, r->req.path.ptr);
+        request_error(r, 500, "Internal error");
+    }
+    stop = !r->keep_alive || r->close_after;
+    if (r->c == NULL) /* answered and done (or the client is gone) */
+        request_put(&ctx->requests, &r);
+    if (c->state == CONN_FREE)
+        return;
+    if (stop)
+        c->state = CONN_CLOSING; /* no request after this one is read */
+    if (c->state == CONN_CLOSING)
+        c->linger = b->start < b->end;
 }
 
-/* Answers a framing or limit error and closes after the response. */
+/* Answers a framing or limit error; the connection closes after it. */
 static void
-fail(struct worker *wk, struct conn *c, ssize_t code, const char *what)
+reject(struct conn *c, ssize_t code, const char *what)
 {
-    struct req_ctx ctx = {.wk = wk, .c = c};
+    struct request *r = c->rs;
     char peer[64];
     int status = http_parse_status(code);
 
-    peer_str(c, peer, sizeof(peer));
+    conn_peer_str(c, peer, sizeof(peer));
     log_info("client %s sent %s: %s; answering %d and closing", peer, what,
              http_parse_message(code), status);
-    c->ka_after = false;
+    c->rs = NULL;
     c->linger = true;
-    conn_reply_error(&ctx, status, "%s", http_parse_message(code));
+    r->phase = REQUEST_HANDLING;
+    r->end = REQUEST_END_REJECTED;
+    r->keep_alive = false;
+    r->method = r->req.method;
+    r->in_handler = true;
+    request_error(r, status, "%s", http_parse_message(code));
+    r->in_handler = false;
+    if (r->c == NULL)
+        request_put(&c->ctx->requests, &r);
     if (c->state != CONN_FREE)
         c->state = CONN_CLOSING;
 }
 
-static void
-send_continue(struct worker *wk, struct conn *c)
+/*
+ * Runs the after-routing hooks; true when one of them answered.  An answer
+ * given before an announced body is read ends the connection (the body is
+ * never read), so it must say "Connection: close".
+ */
+static bool
+route_hooks_answered(struct conn *c, struct request *r)
 {
-    static const char msg[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    const struct request_hooks *h = &c->ctx->hooks;
+    bool ka = r->keep_alive;
 
-    if (outq_append(&c->out, &wk->out_pool, msg, sizeof(msg) - 1) < 0) {
-        conn_close(wk, c, "out of memory");
-        return;
+    if (r->req.has_body)
+        r->keep_alive = false;
+    for (unsigned i = 0; i < h->nroute; i++) {
+        int answered;
+        r->in_handler = true;
+        answered = h->route[i].fn(r, h->route[i].arg);
+        r->in_handler = false;
+        if (answered || r->answered)
+            return true;
     }
-    queue_output(wk, c);
+    r->keep_alive = ka;
+    return false;
 }
 
 static void
-process_input(struct worker *wk, struct conn *c, struct chunk *b)
+process_input(struct conn *c, struct chunk *b)
 {
+    struct conn_ctx *ctx = c->ctx;
+
+    c->in_input = true;
+    c->cur_in = b;
     while (c->state != CONN_CLOSING && c->state != CONN_FREE &&
            b->start < b->end) {
-        if (c->npending >= CONN_MAX_PENDING && c->rs == NULL) {
-            /* enough answers owed: stop reading until some are sent */
-            c->in_paused = true;
-            update_mask(wk, c);
-            return;
-        }
-        struct reqstate *rs = c->rs;
+        struct request *r = c->rs;
         char *base = b->data + b->start;
         size_t avail = b->end - b->start;
         ssize_t n;
 
-        if (rs == NULL) {
-            rs = c->rs = rs_get();
-            if (rs == NULL) {
-                struct req_ctx ctx = {.wk = wk, .c = c};
-                log_error("out of memory for a request on fd %d", c->w.fd);
-                c->ka_after = false;
-                conn_reply_error(&ctx, 503, "out of memory");
-                if (c->state != CONN_FREE)
-                    c->state = CONN_CLOSING;
-                return;
+        if (r == NULL) {
+            if (c->nowed >= CONN_MAX_PENDING) {
+                /* enough answers owed: stop reading until some are sent */
+                c->in_paused = true;
+                conn_update_mask(c);
+                break;
             }
-            http_parser_init(&rs->parser, &rs->req);
-            http_chunked_init(&rs->chunked);
-            rs->header_len = 0;
-            rs->continue_sent = false;
-            rs->start_us = log_access_enabled() ? now_us() : 0;
+            r = c->rs = request_get(&ctx->requests, c, conn_now_us());
+            if (r == NULL) {
+                log_error("out of memory for a request on fd %d", c->w.fd);
+                conn_close(c, "out of memory");
+                break;
+            }
             c->state = CONN_HEADERS;
         }
 
         if (c->state == CONN_HEADERS) {
-            n = http_parse_request(&rs->parser, &rs->req, base, avail,
-                                   &wk->limits);
+            n = http_parse_request(&r->parser, &r->req, base, avail,
+                                   &ctx->set.limits);
             if (n == HTTP_PARSE_AGAIN)
-                return;
+                break;
             if (n < 0) {
-                fail(wk, c, n, "an invalid request");
-                return;
+                reject(c, n, "an invalid request");
+                break;
             }
-            rs->header_len = (uint32_t)n;
-            rs->route =
-                router_match(&wk->router, rs->req.method, rs->req.path.ptr,
-                             rs->req.path.len, &rs->match);
-            if (!rs->req.has_body) {
-                dispatch(wk, c, b, (size_t)n, (struct http_slice){NULL, 0});
+            r->header_len = (uint32_t)n;
+            r->method = r->req.method;
+            r->head = r->req.method == HTTP_HEAD;
+            r->keep_alive = r->req.keep_alive;
+            r->route = router_match(ctx->router, r->req.method, r->req.path.ptr,
+                                    r->req.path.len, &r->match);
+            if (ctx->hooks.nroute && route_hooks_answered(c, r)) {
+                /* answered before the body: never read it */
+                bool body = r->req.has_body;
+                r->phase = REQUEST_HANDLING;
+                if (c->rs == r)
+                    c->rs = NULL;
+                if (r->c == NULL)
+                    request_put(&ctx->requests, &r);
+                if (c->state == CONN_FREE)
+                    break;
+                if (body) {
+                    c->state = CONN_CLOSING;
+                    c->linger = true;
+                    break;
+                }
+                b->start += (uint32_t)n;
+                if (c->state != CONN_CLOSING)
+                    c->state = CONN_IDLE;
+                else
+                    c->linger = b->start < b->end;
                 continue;
             }
-            if (rs->route < 0) {
+            if (!r->req.has_body) {
+                dispatch(c, b, (size_t)n, (struct http_slice){NULL, 0});
+                continue;
+            }
+            if (r->route < 0) {
                 /* no handler wants the body: answer now, do not read it */
-                struct req_ctx ctx = {
-                    .wk = wk, .c = c, .req = &rs->req, .match = &rs->match};
-                c->ka_after = false;
+                r->keep_alive = false;
+                c->rs = NULL;
                 c->linger = true;
-                route_error(&ctx, rs->route);
+                r->phase = REQUEST_HANDLING;
+                r->in_handler = true;
+                route_error(r);
+                r->in_handler = false;
+                if (r->c == NULL)
+                    request_put(&ctx->requests, &r);
                 if (c->state != CONN_FREE)
                     c->state = CONN_CLOSING;
-                return;
+                break;
             }
             c->state = CONN_BODY;
-            if (rs->req.expect_continue && avail == (size_t)n) {
-                rs->continue_sent = true;
-                send_continue(wk, c);
-            }
+            timer_start(ctx->loop, &ctx->body_q, &c->timer);
+            if (r->req.expect_continue && avail == (size_t)n)
+                answer_continue(c);
         }
 
         /* CONN_BODY */
-        if (rs->req.chunked) {
-            char *body = base + rs->header_len;
-            size_t in_body = avail - rs->header_len;
-            n = http_chunked_decode(&rs->chunked, body, in_body,
-                                    wk->limits.max_body_bytes);
+        if (r->req.chunked) {
+            char *body = base + r->header_len;
+            size_t in_body = avail - r->header_len;
+            n = http_chunked_decode(&r->chunked, body, in_body,
+                                    ctx->set.limits.max_body_bytes);
             if (n == HTTP_PARSE_AGAIN) {
                 /* reclaim the framing already decoded away */
-                size_t gap = (size_t)(rs->chunked.in - rs->chunked.out);
+                size_t gap = (size_t)(r->chunked.in - r->chunked.out);
                 if (gap > 0) {
-                    memmove(body + rs->chunked.out, body + rs->chunked.in,
-                            in_body - (size_t)rs->chunked.in);
+                    memmove(body + r->chunked.out, body + r->chunked.in,
+                            in_body - (size_t)r->chunked.in);
                     b->end -= (uint32_t)gap;
-                    rs->chunked.in = rs->chunked.out;
+                    r->chunked.in = r->chunked.out;
                 }
-                return;
+                break;
             }
             if (n < 0) {
-                fail(wk, c, n, "an invalid chunked body");
-                return;
+                reject(c, n, "an invalid chunked body");
+                break;
             }
-            dispatch(wk, c, b, rs->header_len + (size_t)n,
-                     (struct http_slice){body, (uint32_t)rs->chunked.out});
+            dispatch(c, b, r->header_len + (size_t)n,
+                     (struct http_slice){body, (uint32_t)r->chunked.out});
         } else {
-            uint64_t need = rs->header_len + rs->req.content_length;
+            uint64_t need = r->header_len + r->req.content_length;
             if (avail < need)
-                return;
-            dispatch(wk, c, b, (size_t)need,
-                     (struct http_slice){base + rs->header_len,
-                                         (uint32_t)rs->req.content_length});
+                break;
+            dispatch(c, b, (size_t)need,
+                     (struct http_slice){base + r->header_len,
+                                         (uint32_t)r->req.content_length});
         }
     }
+    c->in_input = false;
+    c->cur_in = NULL;
+    if (c->state == CONN_FREE)
+        bufpool_put(&ctx->in_pool, &c->in); /* closed meanwhile */
 }
 
-/* Bytes from the request's first byte that its buffer must be able to hold. */
+/*
+ * Bytes from the request's first byte that its buffer must be able to
+ * hold now.  A body grows its buffer by doubling as it arrives, never to
+ * the declared length at once (conn.h).
+ */
 static size_t
-capacity_needed(const struct worker *wk, const struct conn *c,
-                const struct chunk *b)
+capacity_needed(const struct conn *c, const struct chunk *b)
 {
-    const struct reqstate *rs = c->rs;
-    size_t live = b->end - b->start;
+    const struct conn_ctx *ctx = c->ctx;
+    const struct request *r = c->rs;
+    size_t live = b->end - b->start, max;
 
-    if (rs == NULL)
+    if (r == NULL)
         return live;
     if (c->state == CONN_HEADERS)
-        return live > wk->header_cap ? live : wk->header_cap;
-    if (!rs->req.chunked) {
-        size_t need = rs->header_len + (size_t)rs->req.content_length;
-        return need > live ? need : live;
-    }
-    if (b->end < b->cap)
-        return live;
-    /* a full buffer in a chunked body: double, up to the body limit */
-    size_t max = rs->header_len + (size_t)wk->limits.max_body_bytes + 32768;
+        return live > ctx->header_cap ? live : ctx->header_cap;
+    if (r->req.chunked)
+        max = r->header_len + (size_t)ctx->set.limits.max_body_bytes + 32768;
+    else
+        max = r->header_len + (size_t)r->req.content_length;
+    if (b->start + live < b->cap || live >= max)
+        return live; /* room left, or all of it is here */
+    /* full: double, up to what the request can need */
     size_t want = 2 * (size_t)b->cap;
     return want < max ? want : max;
 }
@@ -844,8 +725,9 @@ capacity_needed(const struct worker *wk, const struct conn *c,
  * memory (the connection is closed).
  */
 static int
-keep_leftover(struct worker *wk, struct conn *c, struct chunk *b)
+keep_leftover(struct conn *c, struct chunk *b)
 {
+    struct conn_ctx *ctx = c->ctx;
     size_t live = b->end - b->start, need;
     struct chunk *nb;
 
@@ -853,21 +735,21 @@ keep_leftover(struct worker *wk, struct conn *c, struct chunk *b)
         return -1;
     if (live == 0) {
         if (b == c->in)
-            bufpool_put(&wk->in_pool, &c->in);
+            bufpool_put(&ctx->in_pool, &c->in);
         b->start = b->end = 0;
         return 0;
     }
-    need = capacity_needed(wk, c, b);
+    need = capacity_needed(c, b);
     if (b == c->in && b->cap - b->start >= need && b->end < b->cap)
         return 0; /* room enough where it is */
     if (b == c->in && b->cap >= need && b->start > 0) {
         nb = b; /* compact in place */
     } else {
-        nb = bufpool_get(&wk->in_pool, need);
+        nb = bufpool_get(&ctx->in_pool, need);
         if (nb == NULL) {
             log_error("out of memory for %zu bytes of input on fd %d", need,
                       c->w.fd);
-            conn_close(wk, c, "out of memory");
+            conn_close(c, "out of memory");
             return -1;
         }
     }
@@ -877,7 +759,7 @@ keep_leftover(struct worker *wk, struct conn *c, struct chunk *b)
     if (nb != b) {
         b->start = b->end = 0;
         if (b == c->in)
-            bufpool_put(&wk->in_pool, &c->in);
+            bufpool_put(&ctx->in_pool, &c->in);
     }
     nb->start = 0;
     nb->end = (uint32_t)live;
@@ -885,191 +767,191 @@ keep_leftover(struct worker *wk, struct conn *c, struct chunk *b)
     return 0;
 }
 
-/* Answers were sent: serve the requests already buffered, read again. */
 static void
-resume_input(struct worker *wk, struct conn *c)
+linger_read(struct conn *c)
 {
-    c->in_paused = false;
-    if (c->in && c->in->start < c->in->end && c->state != CONN_CLOSING) {
-        process_input(wk, c, c->in);
-        if (c->state == CONN_FREE)
-            return;
-        if (c->state != CONN_CLOSING && keep_leftover(wk, c, c->in) < 0)
-            return;
-    }
-    update_mask(wk, c);
-    arm_timer(wk, c);
-}
-
-static void
-linger_read(struct worker *wk, struct conn *c)
-{
-    struct chunk *s = wk->scratch;
+    struct chunk *s = c->ctx->scratch;
     ssize_t r = read(c->w.fd, s->data, s->cap);
 
     if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
-        conn_close(wk, c, "lingering close done");
+        conn_close(c, "lingering close done");
+}
+
+/* Body bytes received so far by c->rs (decoded or raw). */
+static uint64_t
+body_seen(const struct conn *c)
+{
+    const struct request *r = c->rs;
+    const struct chunk *b = c->in;
+
+    if (r == NULL || b == NULL)
+        return 0;
+    return b->end - b->start - r->header_len;
 }
 
 static void
-conn_read(struct worker *wk, struct conn *c)
+conn_read(struct conn *c)
 {
-    struct chunk *b = c->in ? c->in : wk->scratch;
-    ssize_t r;
+    struct conn_ctx *ctx = c->ctx;
+    struct chunk *b = c->in ? c->in : ctx->scratch;
+    ssize_t n;
 
     if (!c->in)
         b->start = b->end = 0;
     if (b->end == b->cap) {
         /* keep_leftover() makes room; reaching this is our bug */
         log_error("input buffer full on fd %d", c->w.fd);
-        conn_close(wk, c, "input buffer full");
+        conn_close(c, "input buffer full");
         return;
     }
-    r = read(c->w.fd, b->data + b->end, b->cap - b->end);
-    if (r <= 0) {
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+    n = read(c->w.fd, b->data + b->end, b->cap - b->end);
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
         if (c->rs || b->end > b->start) {
             char peer[64];
-            peer_str(c, peer, sizeof(peer));
+            conn_peer_str(c, peer, sizeof(peer));
             log_info("client %s closed the connection in the middle of a "
                      "request",
                      peer);
         }
-        conn_close(wk, c, r == 0 ? "client closed" : "read() failed");
+        conn_close(c, n == 0 ? "client closed" : "read() failed");
         return;
     }
-    b->end += (uint32_t)r;
-    process_input(wk, c, b);
+    b->end += (uint32_t)n;
+    process_input(c, b);
     if (c->state == CONN_FREE)
         return;
     if (c->state == CONN_CLOSING) {
         /* input after the last answer is ignored; stop reading it */
         if (b == c->in && !c->linger)
-            bufpool_put(&wk->in_pool, &c->in);
-        update_mask(wk, c);
+            bufpool_put(&ctx->in_pool, &c->in);
+        conn_update_mask(c);
+        conn_arm_timer(c);
         return;
     }
-    if (keep_leftover(wk, c, b) < 0)
+    if (keep_leftover(c, b) < 0)
         return;
-    if (wk->draining && c->state == CONN_IDLE && c->out.bytes == 0 &&
-        !c->in_pending && c->pend_head == NULL) {
-        conn_close(wk, c, "shutting down");
-        return;
+    if (c->state == CONN_BODY) {
+        /* the body timeout restarts on real progress only */
+        uint64_t seen = body_seen(c);
+        if (seen >= c->rs->body_mark + CONN_BODY_PROGRESS_BYTES) {
+            c->rs->body_mark = seen;
+            timer_start(ctx->loop, &ctx->body_q, &c->timer);
+        }
     }
-    arm_timer(wk, c);
+    if (drain_idle(c))
+        return;
+    conn_arm_timer(c);
 }
 
-void
+static void
 conn_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 {
     struct conn *c = container_of(w, struct conn, w);
-    struct worker *wk = worker_self();
 
     (void)loop;
     if (c->magic != CONN_MAGIC || c->state == CONN_FREE)
         return;
     if (c->state == CONN_LINGER) {
-        linger_read(wk, c);
+        linger_read(c);
         return;
     }
     if (events & EPOLLOUT) {
-        conn_write(wk, c);
+        conn_write(c);
         if (c->state == CONN_FREE)
             return;
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         if (c->state == CONN_CLOSING) {
             if (events & (EPOLLHUP | EPOLLERR))
-                conn_close(wk, c, "client went away");
+                conn_close(c, "client went away");
             return;
         }
-        conn_read(wk, c);
+        conn_read(c);
     }
-}
-
-int
-conn_close_if_idle(struct worker *wk, struct conn *c)
-{
-    if (c->state != CONN_IDLE || c->out.bytes > 0 || c->in_pending ||
-        c->pend_head)
-        return 0;
-    conn_close(wk, c, "shutting down");
-    return 1;
 }
 
 /* ---- timeouts ---- */
 
 static void
-timeout_reply(struct worker *wk, struct conn *c, const char *what)
+timeout_reply(struct conn *c, const char *what)
 {
-    struct req_ctx ctx = {.wk = wk, .c = c, .req = c->rs ? &c->rs->req : NULL};
+    struct request *r = c->rs;
     char peer[64];
 
-    peer_str(c, peer, sizeof(peer));
+    conn_peer_str(c, peer, sizeof(peer));
     log_info("client %s timed out %s; answering 408 and closing", peer, what);
-    c->ka_after = false;
+    c->rs = NULL;
     c->linger = false;
-    if (ctx.req && ctx.req->method == HTTP_METHOD_NONE)
-        ctx.req = NULL;
-    conn_reply_error(&ctx, 408, "timed out %s", what);
+    r->phase = REQUEST_HANDLING;
+    r->end = REQUEST_END_TIMEOUT;
+    r->keep_alive = false;
+    r->method = r->req.method;
+    r->in_handler = true;
+    request_error(r, 408, "timed out %s", what);
+    r->in_handler = false;
+    if (r->c == NULL)
+        request_put(&c->ctx->requests, &r);
     if (c->state != CONN_FREE) {
         c->state = CONN_CLOSING;
-        update_mask(wk, c);
+        conn_update_mask(c);
+        conn_arm_timer(c);
     }
 }
 
-void
-conn_header_timeout(struct loop *loop, struct timer *t)
-{
-    struct conn *c = container_of(t, struct conn, timer);
-    struct worker *wk = worker_self();
-
-    (void)loop;
-    if (c->state == CONN_IDLE && c->rs == NULL)
-        conn_close(wk, c, "no request within the header timeout");
-    else if (c->state == CONN_HEADERS)
-        timeout_reply(wk, c, "sending the request header");
-}
-
-void
-conn_body_timeout(struct loop *loop, struct timer *t)
+static void
+header_timeout(struct loop *loop, struct timer *t)
 {
     struct conn *c = container_of(t, struct conn, timer);
 
     (void)loop;
-    if (c->state == CONN_BODY)
-        timeout_reply(worker_self(), c, "sending the request body");
+    if (c->state == CONN_HEADERS && c->rs)
+        timeout_reply(c, "sending the request header");
+    else if (c->state == CONN_IDLE && c->owed_head == NULL)
+        conn_close(c, "no request within the header timeout");
 }
 
-void
-conn_keepalive_timeout(struct loop *loop, struct timer *t)
+static void
+body_timeout(struct loop *loop, struct timer *t)
 {
     struct conn *c = container_of(t, struct conn, timer);
 
     (void)loop;
-    conn_close(worker_self(), c, "keep-alive timeout");
+    if (c->state == CONN_BODY && c->rs)
+        timeout_reply(c, "sending the request body");
 }
 
-void
-conn_send_timeout(struct loop *loop, struct timer *t)
+static void
+keepalive_timeout(struct loop *loop, struct timer *t)
+{
+    struct conn *c = container_of(t, struct conn, timer);
+
+    (void)loop;
+    if (c->owed_head || c->rs || c->out.bytes > 0)
+        return; /* not idle after all; its state re-arms what it needs */
+    conn_close(c, "keep-alive timeout");
+}
+
+static void
+send_timeout(struct loop *loop, struct timer *t)
 {
     struct conn *c = container_of(t, struct conn, timer);
     char peer[64];
 
     (void)loop;
-    peer_str(c, peer, sizeof(peer));
+    conn_peer_str(c, peer, sizeof(peer));
     log_info("client %s did not read its response within send_timeout_ms; "
              "closing",
              peer);
-    conn_close(worker_self(), c, "send timeout");
+    conn_close(c, "send timeout");
 }
 
-void
-conn_linger_timeout(struct loop *loop, struct timer *t)
+static void
+linger_timeout(struct loop *loop, struct timer *t)
 {
     struct conn *c = container_of(t, struct conn, timer);
 
     (void)loop;
-    conn_close(worker_self(), c, "lingering close timeout");
+    conn_close(c, "lingering close timeout");
 }

@@ -1,5 +1,8 @@
 /*
- * conn.h - a client connection: reading, framing, dispatch, writing.
+ * conn.h - the connection core: client connections of one worker, their
+ * state machine, timeouts and output, driven by a struct conn_ctx that the
+ * owner (the worker, or a unit test with socketpairs and a fake clock)
+ * sets up and passes in.  Nothing here reaches for a global.
  *
  * State machine (the handler for EPOLLIN depends on it):
  *
@@ -7,7 +10,12 @@
  *     ^                       |                             |         |
  *     |                       +------- no body -------------+---------+
  *     |                                                     dispatch
- *     +---- response queued, keep-alive --------------------------+
+ *     +---- request handed to its handler, keep-alive ------------+
+ *
+ * The request being received is c->rs (struct request, request.h); once
+ * dispatched it leaves c->rs, and if its answer is not immediate it joins
+ * the connection's answer queue (c->owed_head..), where answers wait for
+ * their turn so that pipelined answers leave in request order (answer.c).
  *
  * Any framing error, a timeout, or "Connection: close" moves it to
  * CLOSING: the final response is flushed, then the socket is closed.  When
@@ -18,16 +26,27 @@
  * discarded until EOF or a short timeout (nginx's lingering close).
  *
  * Input: an IDLE connection owns no buffer.  Its bytes are read into the
- * worker's scratch chunk; complete requests are served from there and only
- * an unfinished request is copied into a chunk of its own (the redis
- * "shared query buffer" idea), so idle and fast connections cost no memory.
+ * context's scratch chunk; complete requests are served from there and
+ * only an unfinished request is copied into a chunk of its own (the redis
+ * "shared query buffer" idea), so idle and fast connections cost no
+ * memory.  A body grows its buffer as it arrives (doubling, up to what the
+ * request needs), never to the declared Content-Length up front: a client
+ * trickling a large body pins one standard chunk, not max_body_bytes.
  *
- * Each state has its timer queue: HEADERS the header timeout (started at
- * the request's first byte and not extended: slowloris), BODY the body
- * timeout (extended on progress), IDLE the keep-alive timeout, and a
- * connection whose output is blocked the send timeout.
+ * Timeouts, one timer per connection, in the queue its state calls for:
+ *   HEADERS   header_timeout from the request's first byte, not extended
+ *             (slowloris);
+ *   BODY      body_timeout, restarted only by progress of at least
+ *             CONN_BODY_PROGRESS_BYTES (or the end of the body), so a
+ *             trickle of a few bytes per interval does not keep it alive;
+ *   idle      keepalive_timeout from the last answer written: a connection
+ *             that keeps sending requests is never closed by it;
+ *   owed      none: while an answer is owed and no new request is
+ *             arriving, only the request timeout runs (504, answer.c);
+ *   blocked   send_timeout while the socket does not take our output;
+ *   LINGER    a short fixed time.
  *
- * Connections live in the worker's table indexed by fd and are never
+ * Connections live in the context's table indexed by fd and are never
  * freed; a closed one is unregistered at once and its fd closed after the
  * current batch of events, so a stale event can never reach a new
  * connection that reused the fd.
@@ -42,9 +61,16 @@
 #include "buf.h"
 #include "http_parse.h"
 #include "loop.h"
+#include "request.h"
 #include "router.h"
 
-struct worker;
+#define CONN_MAGIC 0x434f4e4eu
+#define CONN_CTX_MAGIC 0x43435458u
+
+/* A connection owes at most this many answers; beyond, it stops reading. */
+#define CONN_MAX_PENDING 32
+/* Body progress that restarts the body timeout. */
+#define CONN_BODY_PROGRESS_BYTES 1024
 
 enum conn_state {
     CONN_FREE = 0,
@@ -55,125 +81,113 @@ enum conn_state {
     CONN_LINGER   /* output sent, write side shut, draining input */
 };
 
-#define CONN_MAGIC 0x434f4e4eu
-
-/* A request being received: parser state and the parsed header section. */
-struct reqstate {
-    struct http_parser parser;
-    struct http_request req;
-    struct http_chunked chunked;
-    struct route_match match;
-    int route;           /* router result */
-    uint32_t header_len; /* bytes of the header section */
-    uint64_t start_us;   /* first byte seen, for the access log */
-    bool continue_sent;
-    struct reqstate *next_free;
-};
+struct conn_ctx;
 
 struct conn {
     struct loop_watch w; /* w.fd is the socket */
     uint32_t magic;
     uint8_t state;
     bool out_blocked; /* socket full: EPOLLOUT wanted */
-    bool in_pending;  /* on worker->pending_out */
-    bool ka_after;    /* keep-alive after the current response */
+    bool in_pending;  /* on ctx->pending_out */
     bool linger;      /* unread input may remain: close gently */
     bool in_paused;   /* too many answers outstanding: not reading */
-    uint16_t npending;
-    struct pending *pend_head, *pend_tail; /* answers owed, in order */
-    struct timer timer;
-    struct chunk *in;    /* owned input (NULL: none); data [start,end) */
-    struct reqstate *rs; /* request in progress, or NULL */
-    struct outq out;
-    struct conn *next_pending; /* worker->pending_out link */
-    struct conn *next_closed;  /* worker->closing link */
-    uint8_t peer[16];          /* IPv4-mapped or IPv6 address, for logs */
-    uint16_t peer_port;
+    bool in_input;    /* process_input() is running */
     uint8_t peer_family;
+    uint16_t peer_port;
+    uint16_t nowed;                        /* answers owed or waiting */
+    struct request *owed_head, *owed_tail; /* in request order */
+    struct conn_ctx *ctx;
+    struct timer timer;
+    struct chunk *in;     /* owned input (NULL: none); data [start,end) */
+    struct chunk *cur_in; /* buffer process_input() is reading */
+    struct request *rs;   /* request being received, or NULL */
+    struct outq out;
+    struct conn *next_pending; /* ctx->pending_out link */
+    struct conn *next_closed;  /* ctx->closing link */
+    uint8_t peer[16];          /* IPv4 or IPv6 address, for logs */
+};
+
+/* What the core needs to know, fixed for the life of the context. */
+struct conn_settings {
+    unsigned worker_id; /* for logs */
+    struct http_limits limits;
+    uint32_t header_timeout_ms;
+    uint32_t body_timeout_ms;
+    uint32_t keepalive_timeout_ms;
+    uint32_t send_timeout_ms;
+    uint32_t linger_ms;
+    uint32_t request_timeout_ms; /* owed answer: 504 after this */
+    uint64_t output_buffer_limit;
+    uint32_t out_chunk_bytes;
+    unsigned max_fds; /* size of the connection table */
+};
+
+typedef void (*conn_closed_fn)(struct conn_ctx *ctx, void *arg);
+
+struct conn_ctx {
+    uint32_t magic;
+    struct loop *loop;
+    const struct router *router;
+    struct conn_settings set;
+    size_t header_cap; /* input bytes a header section may need */
+
+    struct conn *conns; /* indexed by fd */
+    unsigned nconns;
+
+    struct bufpool in_pool;  /* request input, sized for a header section */
+    struct bufpool out_pool; /* response output */
+    struct chunk *scratch;   /* shared read buffer for idle connections */
+    struct request_pool requests;
+    struct request_hooks hooks;
+
+    struct timer_queue header_q, body_q, keepalive_q, send_q, linger_q;
+    struct timer_queue request_q; /* request timeout (504) */
+    struct conn *pending_out;     /* connections with output to write */
+    struct conn *closing;         /* closed this batch, fds not yet closed */
+
+    bool draining; /* graceful shutdown: answers close their connection */
+
+    conn_closed_fn on_closed; /* after every close (accept resume ...) */
+    void *owner;
+
+    uint64_t nrequests; /* requests that reached their done point */
 };
 
 /*
- * What a route handler sees.  The request and body slices are valid only
- * during the handler call.  A handler answers exactly once, with
- * conn_reply() or conn_reply_error().
+ * Sets ctx up on loop: buffers, the connection table, the timer queues
+ * (registered with the loop).  The router and the hooks (ctx->hooks, fill
+ * them after init) are the owner's.  0, or -1 with errno set (out of
+ * memory, too many timer queues).
  */
-struct req_ctx {
-    struct worker *wk;
-    struct conn *c;
-    struct http_request *req;
-    const struct route_match *match;
-    struct http_slice body;
-    int status; /* set by the reply */
-    long bytes_out;
-    struct pending *deferred; /* set by conn_defer() */
-};
+int conn_ctx_init(struct conn_ctx *ctx, struct loop *loop,
+                  const struct router *router, const struct conn_settings *s);
 
-typedef void (*handler_fn)(struct req_ctx *ctx);
+/* Closes every connection (their fds at once) and frees what ctx owns. */
+void conn_ctx_fini(struct conn_ctx *ctx);
 
 /*
- * Queues a JSON response.  extra holds additional header lines, each ending
- * in CRLF (may be NULL).  Keep-alive and HEAD are handled here.
+ * Takes a freshly accepted non-blocking socket.  Returns the connection,
+ * or NULL after closing fd (fd beyond the table, epoll failure).
  */
-void conn_reply(struct req_ctx *ctx, int status, const char *body,
-                size_t body_len, const char *extra, size_t extra_len);
+struct conn *conn_open(struct conn_ctx *ctx, int fd, const struct sockaddr *sa);
 
-/* Queues the JSON error body {"error":{"message":...,"code":status}}. */
-void conn_reply_error(struct req_ctx *ctx, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Unregisters c and schedules its fd close; idempotent. */
+void conn_close(struct conn *c, const char *why);
+
+/* Before the loop sleeps: writes the output of every connection with some. */
+void conn_ctx_flush(struct conn_ctx *ctx);
+
+/* After a batch of events: closes the fds of connections closed in it. */
+void conn_ctx_reap(struct conn_ctx *ctx);
 
 /*
- * Asynchronous answers.  A handler that must wait (for the database) calls
- * conn_defer() and returns; the connection goes on reading and answering
- * later pipelined requests, but their responses are held back so that
- * every response leaves in request order (SPEC 3), however the answers
- * arrive.  Whoever holds the slot must complete it exactly once with
- * conn_complete(); if the client has gone by then, that only frees it.
- * A connection owes at most CONN_MAX_PENDING answers; beyond that it stops
- * reading until some are sent.
+ * Graceful drain: closes idle connections now; from here on every answer
+ * that ends a connection's work says "Connection: close" and the
+ * connection closes once it has nothing more to send.
  */
-#define CONN_MAX_PENDING 32
+void conn_ctx_drain(struct conn_ctx *ctx);
 
-struct pending;
-
-/* Returns the slot for ctx's answer, or NULL when out of memory (the
- * handler must then reply at once, e.g. 503). */
-struct pending *conn_defer(struct req_ctx *ctx);
-
-/* Delivers the answer for slot p (and frees p). */
-void conn_complete(struct pending *p, int status, const char *body,
-                   size_t body_len, const char *extra, size_t extra_len);
-void conn_complete_error(struct pending *p, int status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-/* False once the client of slot p has disconnected. */
-int conn_pending_alive(const struct pending *p);
-
-/* Sets up the connection for a freshly accepted socket. */
-void conn_open(struct worker *wk, int fd, const struct sockaddr *sa);
-
-/* The loop callback for a connection's socket. */
-void conn_event(struct loop *loop, struct loop_watch *w, uint32_t events);
-
-/* Unregisters and schedules the fd close; idempotent. */
-void conn_close(struct worker *wk, struct conn *c, const char *why);
-
-/* Writes pending output of every connection that has some (before sleep). */
-void conn_flush_pending(struct worker *wk);
-
-/* Closes the fds of connections closed during the last batch. */
-void conn_reap_closed(struct worker *wk);
-
-/* Timer queue callbacks. */
-void conn_header_timeout(struct loop *loop, struct timer *t);
-void conn_body_timeout(struct loop *loop, struct timer *t);
-void conn_keepalive_timeout(struct loop *loop, struct timer *t);
-void conn_send_timeout(struct loop *loop, struct timer *t);
-void conn_linger_timeout(struct loop *loop, struct timer *t);
-
-/* Graceful drain: closes this connection now if it is idle.  1 if closed. */
-int conn_close_if_idle(struct worker *wk, struct conn *c);
-
-/* Frees per-worker request-state pools (at exit, for valgrind). */
-void conn_fini(void);
+/* "127.0.0.1:5000" or "[::1]:5000". */
+void conn_peer_str(const struct conn *c, char *buf, size_t cap);
 
 #endif

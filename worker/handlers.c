@@ -20,33 +20,36 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "conn.h"
 #include "pg.h"
+#include "request.h"
 #include "worker.h"
 
 static void
-health(struct req_ctx *ctx)
+health(struct request *r, void *arg)
 {
     static const char body[] = "{\"status\":\"ok\"}";
-    conn_reply(ctx, 200, body, sizeof(body) - 1, NULL, 0);
+
+    (void)arg;
+    request_reply(r, 200, body, sizeof(body) - 1, NULL, 0);
 }
 
 static void
-ready(struct req_ctx *ctx)
+ready(struct request *r, void *arg)
 {
     static const char body[] = "{\"status\":\"ready\"}";
+    const struct worker *wk = arg;
 
-    if (!pg_is_ready(ctx->wk->pg)) {
-        conn_reply_error(ctx, 503, "Database unavailable");
+    if (!pg_is_ready(wk->pg)) {
+        request_error(r, 503, "Database unavailable");
         return;
     }
-    conn_reply(ctx, 200, body, sizeof(body) - 1, NULL, 0);
+    request_reply(r, 200, body, sizeof(body) - 1, NULL, 0);
 }
 
 static void
-debug_worker(struct req_ctx *ctx)
+debug_worker(struct request *r, void *arg)
 {
-    const struct worker *wk = ctx->wk;
+    const struct worker *wk = arg;
     const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
     char body[512];
     int n;
@@ -58,9 +61,10 @@ debug_worker(struct req_ctx *ctx)
                  "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
                  "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
                  "\"db_batches\":%llu,"
-                 "\"db_batch_retries\":%llu,\"allocs\":%llu}",
+                 "\"db_batch_retries\":%llu,\"allocs\":%llu,"
+                 "\"generation\":%u}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
-                 wk->nconns, (unsigned long long)wk->requests,
+                 wk->conns.nconns, (unsigned long long)wk->conns.nrequests,
                  (unsigned long long)wk->yields,
                  pg_is_ready(wk->pg) ? "true" : "false",
                  ps ? (unsigned long long)ps->queries : 0ULL,
@@ -70,19 +74,20 @@ debug_worker(struct req_ctx *ctx)
                  ps ? ps->batched : 0u, ps ? ps->max_in_flight : 0u,
                  ps ? (unsigned long long)ps->batches : 0ULL,
                  ps ? (unsigned long long)ps->batch_retries : 0ULL,
-                 (unsigned long long)buf_allocs);
-    conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
+                 (unsigned long long)buf_allocs, wk->generation);
+    request_reply(r, 200, body, (size_t)n, NULL, 0);
 }
 
 int
-handlers_register(struct router *r, const struct config *cfg)
+handlers_register(struct router *r, const struct config *cfg, struct worker *wk)
 {
-    if (router_add(r, HTTP_GET, "/health", (router_handler_fn)health) < 0)
+    if (router_add(r, HTTP_GET, "/health", (router_handler_fn)health, NULL) < 0)
         return -1;
-    if (router_add(r, HTTP_GET, "/ready", (router_handler_fn)ready) < 0)
+    if (router_add(r, HTTP_GET, "/ready", (router_handler_fn)ready, wk) < 0)
         return -1;
-    if (cfg->debug_endpoints && router_add(r, HTTP_GET, "/debug/worker",
-                                           (router_handler_fn)debug_worker) < 0)
+    if (cfg->debug_endpoints &&
+        router_add(r, HTTP_GET, "/debug/worker",
+                   (router_handler_fn)debug_worker, wk) < 0)
         return -1;
     return 0;
 }

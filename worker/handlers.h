@@ -11,7 +11,11 @@
 #include "config.h"
 #include "router.h"
 
-/* Adds every route.  0, or -1 if the router table is too small (a bug). */
-int handlers_register(struct router *r, const struct config *cfg);
+struct worker;
+
+/* Adds the worker's own routes (/health, /ready, /debug/worker), with wk
+ * as their context.  0, or -1 if the router table is too small (a bug). */
+int handlers_register(struct router *r, const struct config *cfg,
+                      struct worker *wk);
 
 #endif

@@ -269,3 +269,15 @@ response_error_vbody(char *buf, size_t cap, int status, const char *fmt,
     vsnprintf(msg, sizeof(msg), fmt, ap);
     return response_error_body(buf, cap, status, msg);
 }
+
+int
+hdrbuf_add(struct hdrbuf *h, const char *lines, size_t n)
+{
+    if (n > sizeof(h->buf) - h->len) {
+        h->overflow = true;
+        return -1;
+    }
+    memcpy(h->buf + h->len, lines, n);
+    h->len += n;
+    return 0;
+}

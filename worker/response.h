@@ -31,6 +31,23 @@ struct response {
     bool no_body_headers; /* 204 / 304: no Content-Type/-Length */
 };
 
+/*
+ * Extra header lines gathered for one response (the handler's, then the
+ * serialise hooks').  A line that does not fit is dropped and overflow
+ * set; the caller logs it.
+ */
+#define HDRBUF_BYTES 1024
+
+struct hdrbuf {
+    size_t len;
+    bool overflow;
+    char buf[HDRBUF_BYTES];
+};
+
+/* Appends n bytes (one or more complete "Name: value\r\n" lines).
+ * 0, or -1 (and overflow set) when they do not fit. */
+int hdrbuf_add(struct hdrbuf *h, const char *lines, size_t n);
+
 /* Reformats the cached Date header for time now (seconds). */
 void response_date_update(time_t now);
 

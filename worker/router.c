@@ -13,7 +13,7 @@ router_init(struct router *r)
 
 int
 router_add(struct router *r, enum http_method method, const char *pattern,
-           router_handler_fn handler)
+           router_handler_fn handler, void *arg)
 {
     struct route *rt;
     const char *p = pattern;
@@ -26,6 +26,7 @@ router_add(struct router *r, enum http_method method, const char *pattern,
     rt->method = method;
     rt->pattern = pattern;
     rt->handler = handler;
+    rt->arg = arg;
     if (strcmp(pattern, "/") != 0) {
         while (*p == '/') {
             const char *s = ++p;

@@ -34,6 +34,7 @@ struct route {
     enum http_method method;
     const char *pattern;
     router_handler_fn handler; /* opaque to the router */
+    void *arg;                 /* the handler's context, opaque too */
     uint8_t nsegs;
     uint8_t param_mask; /* bit i: segment i is a parameter */
     struct {
@@ -57,12 +58,13 @@ struct route_match {
 void router_init(struct router *r);
 
 /*
- * Adds a route.  pattern must stay valid (a string literal).  Returns 0,
+ * Adds a route.  pattern must stay valid (a string literal); arg is
+ * handed to the handler with each request.  Returns 0,
  * or -1 if the table is full or the pattern is malformed (not starting
  * with '/', too many segments or parameters).
  */
 int router_add(struct router *r, enum http_method method, const char *pattern,
-               router_handler_fn handler);
+               router_handler_fn handler, void *arg);
 
 /*
  * Matches method and decoded path.  Returns the index of the route (>= 0)

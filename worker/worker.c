@@ -13,8 +13,13 @@
  * libgcc is loaded, which worker_run() forces), then re-raises so the
  * master sees the signal.
  *
- * Accepting: see worker.h for the spreading rules and balance.h for why
- * re-registering the listener alone is not enough.
+ * Accepting: see worker.h for the start gate and the spreading rules, and
+ * balance.h for why re-registering the listener alone is not enough.
+ *
+ * The worker owns its modules' contexts and passes them in: the
+ * connection core (struct conn_ctx, conn.h), the API (struct api, api.h)
+ * and the database client; the only process-wide state here is what the
+ * signal handlers need.
  */
 #include "worker.h"
 
@@ -34,6 +39,7 @@
 
 #include <bsd/unistd.h>
 
+#include "access_log.h"
 #include "api.h"
 #include "balance.h"
 #include "conn.h"
@@ -57,12 +63,6 @@ static struct worker self;
 static volatile sig_atomic_t got_term, got_quit, got_reopen;
 static char crash_prefix[160];
 static size_t crash_prefix_len;
-
-struct worker *
-worker_self(void)
-{
-    return self.magic == WORKER_MAGIC ? &self : NULL;
-}
 
 static void
 on_signal(int signo)
@@ -206,7 +206,7 @@ resume_accept(struct worker *wk)
 {
     if (!wk->accept_paused || wk->accept_stopped)
         return;
-    if (wk->nconns >= wk->cfg->max_connections)
+    if (wk->conns.nconns >= wk->cfg->max_connections)
         return;
     wk->accept_paused = false;
     timer_stop(&wk->accept_timer);
@@ -218,27 +218,29 @@ resume_accept(struct worker *wk)
 static void
 accept_retry(struct loop *loop, struct timer *t)
 {
+    struct worker *wk = container_of(t, struct worker, accept_timer);
+
     (void)loop;
-    (void)t;
-    resume_accept(&self);
+    resume_accept(wk);
 }
 
 static void
 yield_over(struct loop *loop, struct timer *t)
 {
+    struct worker *wk = container_of(t, struct worker, accept_timer);
+
     (void)loop;
-    (void)t;
     /* take at least one connection before yielding again, so a queued
      * connection that woke nobody else is not left waiting */
-    self.must_accept = true;
-    resume_accept(&self);
+    wk->must_accept = true;
+    resume_accept(wk);
 }
 
 static void
 on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
 {
     struct listener *l = container_of(w, struct listener, w);
-    struct worker *wk = &self;
+    struct worker *wk = l->wk;
     int accepted = 0;
 
     (void)loop;
@@ -248,7 +250,7 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
         socklen_t sl = sizeof(ss);
         int fd, one = 1;
 
-        if (wk->nconns >= wk->cfg->max_connections) {
+        if (wk->conns.nconns >= wk->cfg->max_connections) {
             log_warn("worker %u at max_connections (%u): pausing accept",
                      wk->id, wk->cfg->max_connections);
             pause_accept(wk, NULL);
@@ -276,17 +278,12 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
             log_error("accept4() failed: %s", strerror(errno));
             break;
         }
-        if ((unsigned)fd >= wk->conns_cap) {
-            log_error("accepted fd %d beyond the connection table (%u)", fd,
-                      wk->conns_cap);
-            (void)close(fd);
-            continue;
-        }
         if (ss.ss_family != AF_UNIX &&
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
             log_debug("setsockopt(TCP_NODELAY) failed: %s", strerror(errno));
-        conn_open(wk, fd, (struct sockaddr *)&ss);
-        balance_set_active(wk->id, wk->nconns);
+        if (conn_open(&wk->conns, fd, (struct sockaddr *)&ss) == NULL)
+            continue;
+        balance_set_active(wk->id, wk->conns.nconns);
         wk->must_accept = false;
         wk->accepted++;
         accepted++;
@@ -308,11 +305,12 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
 static void
 drain_expired(struct loop *loop, struct timer *t)
 {
-    (void)t;
-    if (self.nconns > 0)
+    struct worker *wk = container_of(t, struct worker, drain_timer);
+
+    if (wk->conns.nconns > 0)
         log_warn("worker %u: shutdown grace over with %u connection(s) "
                  "open; exiting",
-                 self.id, self.nconns);
+                 wk->id, wk->conns.nconns);
     loop_stop(loop);
 }
 
@@ -337,7 +335,7 @@ begin_shutdown(struct worker *wk, int mode)
     grace = mode == DRAIN_FAST ? WORKER_FAST_GRACE_MS
                                : wk->cfg->shutdown_timeout_ms;
     log_info("worker %u: %s shutdown, %u connection(s) open", wk->id,
-             mode == DRAIN_FAST ? "fast" : "graceful", wk->nconns);
+             mode == DRAIN_FAST ? "fast" : "graceful", wk->conns.nconns);
     timer_stop(&wk->drain_timer);
     timer_queue_init(&wk->drain_q, grace, drain_expired);
     if (!wk->drain_q_added) {
@@ -346,23 +344,52 @@ begin_shutdown(struct worker *wk, int mode)
         wk->drain_q_added = true;
     }
     timer_start(wk->loop, &wk->drain_q, &wk->drain_timer);
-    for (unsigned fd = 0; fd < wk->conns_cap; fd++) {
-        struct conn *c = &wk->conns[fd];
-        if (c->state != CONN_FREE && c->magic == CONN_MAGIC)
-            conn_close_if_idle(wk, c);
-    }
-    if (wk->nconns == 0)
+    conn_ctx_drain(&wk->conns);
+    if (wk->conns.nconns == 0)
         loop_stop(wk->loop);
 }
 
-void
-worker_conn_closed(struct worker *wk)
+/* The connection core closed a connection: resume accepting, end a drain. */
+static void
+conn_closed(struct conn_ctx *ctx, void *arg)
 {
-    balance_set_active(wk->id, wk->nconns);
-    if (wk->accept_paused && !wk->accept_timer.queue)
+    struct worker *wk = arg;
+
+    balance_set_active(wk->id, ctx->nconns);
+    if (wk->accept_paused && !wk->accept_timer.queue && wk->serving)
         resume_accept(wk);
-    if (wk->draining && wk->nconns == 0)
+    if (wk->draining && ctx->nconns == 0)
         loop_stop(wk->loop);
+}
+
+/*
+ * The start gate (worker.h): registers the listeners once the database is
+ * ready or start_timeout_ms have passed.
+ */
+static void
+start_serving(struct worker *wk, const char *why)
+{
+    if (wk->serving || wk->accept_stopped)
+        return;
+    wk->serving = true;
+    loop_alarm_cancel(wk->loop, &wk->start_alarm);
+    for (unsigned i = 0; i < wk->nlisteners; i++) {
+        listener_register(wk, &wk->listeners[i]);
+        if (!wk->listeners[i].registered)
+            log_error("worker %u cannot accept on listener %u", wk->id, i);
+    }
+    balance_set_active(wk->id, wk->conns.nconns);
+    balance_set_accepting(wk->id, true);
+    balance_set_served(wk->id);
+    log_at(wk->pg && !pg_is_ready(wk->pg) ? LOG_WARN : LOG_DEBUG,
+           "worker %u accepting connections (%s)", wk->id, why);
+}
+
+static void
+start_timed_out(struct loop *loop, void *arg)
+{
+    (void)loop;
+    start_serving(arg, "database not ready within start_timeout_ms");
 }
 
 /* ---- loop hooks ---- */
@@ -386,19 +413,23 @@ before_sleep(struct loop *loop, void *arg)
         got_quit = 0;
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
+    if (!wk->serving && pg_is_ready(wk->pg))
+        start_serving(wk, "database ready");
     pg_flush(wk->pg); /* this iteration's queries, as one batch */
-    conn_flush_pending(wk);
+    conn_ctx_flush(&wk->conns);
     /* connections closed by the flush: close their fds before sleeping,
      * not at the next wake-up (a client reading to EOF would wait) */
-    conn_reap_closed(wk);
+    conn_ctx_reap(&wk->conns);
     log_flush();
 }
 
 static void
 after_events(struct loop *loop, void *arg)
 {
+    struct worker *wk = arg;
+
     (void)loop;
-    conn_reap_closed(arg);
+    conn_ctx_reap(&wk->conns);
 }
 
 static void
@@ -419,17 +450,18 @@ worker_fail(const char *what)
 }
 
 _Noreturn void
-worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
-           unsigned nlisten)
+worker_run(uint32_t generation, unsigned id, const struct config *cfg,
+           const int *listen_fds, unsigned nlisten)
 {
     struct worker *wk = &self;
+    struct conn_settings cs;
     struct rlimit rl;
     char proc[32];
     sigset_t block, sleep_mask;
-    uint32_t hdr;
 
     memset(wk, 0, sizeof(*wk));
     wk->magic = WORKER_MAGIC;
+    wk->generation = generation;
     wk->id = id;
     wk->cfg = cfg;
     snprintf(proc, sizeof(proc), "worker %u", id);
@@ -437,6 +469,7 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     setproctitle("-apiaryd: worker %u", id);
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
         log_warn("prctl(PR_SET_PDEATHSIG) failed: %s", strerror(errno));
+    balance_claim(id, generation);
 
     install_signals(id);
     sigemptyset(&block);
@@ -448,67 +481,45 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     sigprocmask(SIG_SETMASK, &block, NULL);
     sigemptyset(&sleep_mask);
 
-    wk->limits.max_request_line = cfg->max_request_line;
-    wk->limits.max_header_bytes = cfg->max_header_bytes;
-    wk->limits.max_headers = cfg->max_headers;
-    wk->limits.max_body_bytes = cfg->max_body_bytes;
-    /* leading empty lines + request line + CRLF + fields + one more byte */
-    wk->header_cap =
-        16 + (size_t)cfg->max_request_line + 2 + cfg->max_header_bytes + 2;
-    hdr = (uint32_t)((wk->header_cap + 4095) & ~(size_t)4095);
-    if (hdr < 16384)
-        hdr = 16384;
-
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
         worker_fail("getrlimit(RLIMIT_NOFILE)");
-    wk->conns_cap = rl.rlim_cur > 4194304 ? 4194304 : (unsigned)rl.rlim_cur;
-    /* calloc of a large table is fresh zero pages: untouched fds cost nothing
-     */
-    wk->conns = calloc(wk->conns_cap, sizeof(struct conn));
-    if (wk->conns == NULL)
-        worker_fail("calloc(connection table)");
-
-    bufpool_init(&wk->in_pool, hdr, 64);
-    bufpool_init(&wk->out_pool, OUT_CHUNK_BYTES, 256);
-    wk->scratch = bufpool_get(&wk->in_pool, hdr);
-    if (wk->scratch == NULL)
-        worker_fail("malloc(scratch buffer)");
+    memset(&cs, 0, sizeof(cs));
+    cs.worker_id = id;
+    cs.limits.max_request_line = cfg->max_request_line;
+    cs.limits.max_header_bytes = cfg->max_header_bytes;
+    cs.limits.max_headers = cfg->max_headers;
+    cs.limits.max_body_bytes = cfg->max_body_bytes;
+    cs.header_timeout_ms = cfg->header_timeout_ms;
+    cs.body_timeout_ms = cfg->body_timeout_ms;
+    cs.keepalive_timeout_ms = cfg->keepalive_timeout_ms;
+    cs.send_timeout_ms = cfg->send_timeout_ms;
+    cs.linger_ms = LINGER_MS;
+    cs.request_timeout_ms = cfg->request_timeout_ms;
+    cs.output_buffer_limit = cfg->output_buffer_limit;
+    cs.out_chunk_bytes = OUT_CHUNK_BYTES;
+    cs.max_fds = rl.rlim_cur > 4194304 ? 4194304 : (unsigned)rl.rlim_cur;
 
     wk->loop = loop_new();
     if (wk->loop == NULL)
         worker_fail("epoll_create1()");
-    timer_queue_init(&wk->header_q, cfg->header_timeout_ms,
-                     conn_header_timeout);
-    timer_queue_init(&wk->body_q, cfg->body_timeout_ms, conn_body_timeout);
-    timer_queue_init(&wk->keepalive_q, cfg->keepalive_timeout_ms,
-                     conn_keepalive_timeout);
-    timer_queue_init(&wk->send_q, cfg->send_timeout_ms, conn_send_timeout);
-    timer_queue_init(&wk->linger_q, LINGER_MS, conn_linger_timeout);
+    if (conn_ctx_init(&wk->conns, wk->loop, &wk->router, &cs) < 0)
+        worker_fail("setting up the connection table");
+    wk->conns.on_closed = conn_closed;
+    wk->conns.owner = wk;
+    if (request_hooks_add_done(&wk->conns.hooks, access_log_done, &wk->id) < 0)
+        worker_fail("adding the access log hook");
+
     timer_queue_init(&wk->accept_q, ACCEPT_RETRY_MS, accept_retry);
     timer_queue_init(&wk->yield_q, BALANCE_YIELD_MS, yield_over);
-    timer_queue_init(&wk->request_q, cfg->request_timeout_ms,
-                     api_request_timeout);
     timer_init(&wk->accept_timer);
     timer_init(&wk->drain_timer);
-    loop_add_queue(wk->loop, &wk->header_q);
-    loop_add_queue(wk->loop, &wk->body_q);
-    loop_add_queue(wk->loop, &wk->keepalive_q);
-    loop_add_queue(wk->loop, &wk->send_q);
-    loop_add_queue(wk->loop, &wk->linger_q);
     loop_add_queue(wk->loop, &wk->accept_q);
     loop_add_queue(wk->loop, &wk->yield_q);
-    loop_add_queue(wk->loop, &wk->request_q);
     loop_set_tick(wk->loop, 1000, tick, wk);
     loop_set_before_sleep(wk->loop, before_sleep, wk);
     loop_set_after_events(wk->loop, after_events, wk);
     response_date_update(time(NULL));
 
-    router_init(&wk->router);
-    if (handlers_register(&wk->router, cfg) < 0 ||
-        api_register(&wk->router) < 0) {
-        log_error("worker start failed: route table too small");
-        exit(2);
-    }
     if (cfg->database_url[0]) {
         const struct pg_stmt_def *stmts;
         unsigned nstmts;
@@ -523,36 +534,40 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
     } else {
         log_warn("no database_url configured: database routes answer 503");
     }
+    api_init(&wk->api, wk->pg);
+
+    router_init(&wk->router);
+    if (handlers_register(&wk->router, cfg, wk) < 0 ||
+        api_register(&wk->router, &wk->api) < 0) {
+        log_error("worker start failed: route table too small");
+        exit(2);
+    }
 
     if (nlisten > WORKER_MAX_LISTENERS)
         nlisten = WORKER_MAX_LISTENERS;
     for (unsigned i = 0; i < nlisten; i++) {
         wk->listeners[i].fd = listen_fds[i];
-        listener_register(wk, &wk->listeners[i]);
-        if (!wk->listeners[i].registered)
-            worker_fail("epoll_ctl(listener)");
+        wk->listeners[i].wk = wk;
     }
     wk->nlisteners = nlisten;
     balance_set_active(id, 0);
-    balance_set_accepting(id, true);
+    /* the start gate: accept once the database is ready (before_sleep),
+     * or after start_timeout_ms */
+    if (wk->pg == NULL)
+        start_serving(wk, "no database configured");
+    else
+        loop_alarm_set(wk->loop, &wk->start_alarm, cfg->start_timeout_ms,
+                       start_timed_out, wk);
 
-    log_debug("worker %u started", id);
+    log_debug("worker %u (generation %u) started", id, generation);
     if (loop_run(wk->loop, &sleep_mask) < 0)
         log_error("epoll_pwait() failed: %s", strerror(errno));
 
     /* orderly exit: close what is left, free what we own (valgrind) */
-    for (unsigned fd = 0; fd < wk->conns_cap; fd++)
-        if (wk->conns[fd].state != CONN_FREE)
-            conn_close(wk, &wk->conns[fd], "worker exiting");
-    conn_reap_closed(wk);
+    conn_ctx_fini(&wk->conns);
     pg_free(&wk->pg);
-    api_fini();
+    api_fini(&wk->api);
     log_flush();
-    bufpool_put(&wk->in_pool, &wk->scratch);
-    bufpool_fini(&wk->in_pool);
-    bufpool_fini(&wk->out_pool);
-    conn_fini();
-    free(wk->conns);
     loop_free(&wk->loop);
     log_debug("worker %u exiting", id);
     exit(0);

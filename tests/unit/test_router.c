@@ -27,14 +27,15 @@ setup(void **state)
 {
     (void)state;
     router_init(&r);
-    assert_int_equal(router_add(&r, HTTP_GET, "/health", h_a), 0);
-    assert_int_equal(router_add(&r, HTTP_GET, "/users", h_a), 0);
-    assert_int_equal(router_add(&r, HTTP_POST, "/users", h_b), 0);
-    assert_int_equal(router_add(&r, HTTP_GET, "/users/{id}", h_a), 0);
-    assert_int_equal(router_add(&r, HTTP_PATCH, "/users/{id}", h_b), 0);
-    assert_int_equal(router_add(&r, HTTP_DELETE, "/users/{id}", h_b), 0);
-    assert_int_equal(router_add(&r, HTTP_GET, "/users/{id}/orders", h_a), 0);
-    assert_int_equal(router_add(&r, HTTP_GET, "/", h_b), 0);
+    assert_int_equal(router_add(&r, HTTP_GET, "/health", h_a, NULL), 0);
+    assert_int_equal(router_add(&r, HTTP_GET, "/users", h_a, NULL), 0);
+    assert_int_equal(router_add(&r, HTTP_POST, "/users", h_b, NULL), 0);
+    assert_int_equal(router_add(&r, HTTP_GET, "/users/{id}", h_a, NULL), 0);
+    assert_int_equal(router_add(&r, HTTP_PATCH, "/users/{id}", h_b, NULL), 0);
+    assert_int_equal(router_add(&r, HTTP_DELETE, "/users/{id}", h_b, NULL), 0);
+    assert_int_equal(router_add(&r, HTTP_GET, "/users/{id}/orders", h_a, NULL),
+                     0);
+    assert_int_equal(router_add(&r, HTTP_GET, "/", h_b, NULL), 0);
     return 0;
 }
 
@@ -117,14 +118,14 @@ test_bad_patterns(void **state)
     struct router r2;
     (void)state;
     router_init(&r2);
-    assert_int_equal(router_add(&r2, HTTP_GET, "nope", h_a), -1);
-    assert_int_equal(router_add(&r2, HTTP_GET, "/a//b", h_a), -1);
-    assert_int_equal(router_add(&r2, HTTP_GET, "/a/", h_a), -1);
-    assert_int_equal(router_add(&r2, HTTP_GET, "/{a}/{b}/{c}/{d}/{e}", h_a),
-                     -1);
+    assert_int_equal(router_add(&r2, HTTP_GET, "nope", h_a, NULL), -1);
+    assert_int_equal(router_add(&r2, HTTP_GET, "/a//b", h_a, NULL), -1);
+    assert_int_equal(router_add(&r2, HTTP_GET, "/a/", h_a, NULL), -1);
+    assert_int_equal(
+        router_add(&r2, HTTP_GET, "/{a}/{b}/{c}/{d}/{e}", h_a, NULL), -1);
     for (int i = 0; i < ROUTER_MAX_ROUTES; i++)
-        assert_int_equal(router_add(&r2, HTTP_GET, "/x", h_a), 0);
-    assert_int_equal(router_add(&r2, HTTP_GET, "/x", h_a), -1);
+        assert_int_equal(router_add(&r2, HTTP_GET, "/x", h_a, NULL), 0);
+    assert_int_equal(router_add(&r2, HTTP_GET, "/x", h_a, NULL), -1);
 }
 
 static void
