@@ -734,9 +734,9 @@ keep_leftover(struct conn *c, struct chunk *b)
     if (c->state == CONN_FREE)
         return -1;
     if (live == 0) {
+        b->start = b->end = 0; /* before the put: it may free b */
         if (b == c->in)
             bufpool_put(&ctx->in_pool, &c->in);
-        b->start = b->end = 0;
         return 0;
     }
     need = capacity_needed(c, b);
