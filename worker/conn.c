@@ -452,6 +452,16 @@ route_error(struct request *r)
     size_t len;
     int n;
 
+    if (req->method == HTTP_OPTIONS && req->path.len == 1 &&
+        req->path.ptr[0] == '*') {
+        /* RFC 9110 9.3.7: OPTIONS * asks about the server as a whole */
+        router_allow_string(router_methods(r->c->ctx->router) |
+                                1u << HTTP_OPTIONS,
+                            allow, sizeof(allow));
+        n = snprintf(extra, sizeof(extra), "Allow: %s\r\n", allow);
+        request_reply(r, 200, NULL, 0, extra, (size_t)n);
+        return;
+    }
     if (r->route == ROUTER_NOT_FOUND) {
         request_error(r, 404, "Not found: %.*s", (int)req->path.len,
                       req->path.ptr);

@@ -153,3 +153,16 @@ router_allow_string(uint32_t allow, char *buf, size_t cap)
     }
     return o;
 }
+
+uint32_t
+router_methods(const struct router *r)
+{
+    uint32_t all = 0;
+
+    for (unsigned i = 0; i < r->nroutes; i++) {
+        all |= 1u << r->routes[i].method;
+        if (r->routes[i].method == HTTP_GET)
+            all |= 1u << HTTP_HEAD;
+    }
+    return all;
+}

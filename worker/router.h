@@ -80,4 +80,7 @@ int router_match(const struct router *r, enum http_method method,
  */
 size_t router_allow_string(uint32_t allow, char *buf, size_t cap);
 
+/* Every method some route answers (HEAD with GET), as allow bits. */
+uint32_t router_methods(const struct router *r);
+
 #endif

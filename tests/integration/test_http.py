@@ -303,3 +303,14 @@ def test_health_allocates_nothing_once_warm(apiary):
                 assert c.read_final_response().status == 200
             assert c.read_final_response(head=True).status == 200
         assert allocs() == before
+
+
+def test_options_asterisk_answers_for_the_server(server):
+    # SPEC 3, RFC 9110 9.3.7: OPTIONS * is about the server as a whole
+    with server.connect() as c:
+        r = c.request(get("*", method=b"OPTIONS"))
+        assert r.status == 200
+        allow = {m.strip() for m in r.header("Allow").split(",")}
+        assert {"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"} <= allow
+        assert r.header("Connection") == "keep-alive"
+        assert c.request(get("/health")).status == 200
