@@ -1,33 +1,137 @@
 /*
- * log.c - see log.h.  Formatting uses a stack buffer; a message longer than
- * it is cut, never allocated for.  Error lines are written straight away (they
- * are rare and must not be lost in a crash); access lines are buffered.
+ * log.c - see log.h.  Logging that never blocks its caller (SPEC 7).
+ *
+ * Buffers.  Each log (error, access) is a struct log_stream with a static
+ * buffer: 16 KiB for the error log (its lines are rare, at most 4 KiB each),
+ * 64 KiB for the access log (about 300 lines, a few loop turns of a busy
+ * worker).  Queued bytes are buf[head..len); writing advances head, and an
+ * append that does not fit at the end first moves the queue to the front.
+ * A line that still does not fit is dropped and counted, never waited for.
+ * A message longer than the stack buffer is cut, never allocated for.
+ *
+ * Writing without blocking.  The descriptors are inherited by the master and
+ * every worker and may be the user's terminal, so setting O_NONBLOCK on them
+ * (a flag of the shared open file description) would change them for the
+ * shell too.  log_open() looks at each descriptor once (fstat) instead:
+ *   - regular file (or block device): plain write(2).  The kernel never
+ *     returns EAGAIN for them; a stalled disk still stalls the writer, as it
+ *     does nginx's;
+ *   - socket (systemd's journal stdout is a unix stream socket):
+ *     send(MSG_DONTWAIT | MSG_NOSIGNAL), a per-call non-blocking flag;
+ *   - pipe, FIFO, tty, other character device: open("/proc/self/fd/N",
+ *     O_WRONLY | O_NONBLOCK | O_APPEND | O_NOCTTY) makes a new open file
+ *     description of the same pipe or terminal, ours alone, and we write to
+ *     that "alias";
+ *   - if that open fails (no /proc, or EACCES: a pipe created by root seen
+ *     after dropping privileges): poll() for POLLOUT with a zero timeout,
+ *     then write at most PIPE_BUF bytes.  A pipe that polls writable has a
+ *     free page, so this does not block unless another process fills the
+ *     pipe between the poll and the write; a terminal may take less than
+ *     PIPE_BUF and then waits.  Weaknesses we accept for a fallback that
+ *     normal start-up never takes (the master, which may still be root,
+ *     makes the aliases before forking and the workers inherit them).
+ *
+ * Whole lines.  The master and the workers share one pipe or socket, so a
+ * pipe or socket is written in chunks of whole lines of at most PIPE_BUF
+ * bytes: a pipe writes such a chunk atomically (all of it, or EAGAIN), and a
+ * unix stream socket in practice queues it whole, as one buffer, so lines of
+ * different processes do not interleave.  Our lines stay under PIPE_BUF (error
+ * lines are cut to 4 KiB, access lines to 2 KiB); a longer one would be written
+ * in pieces.  A regular file gets the whole queue in one O_APPEND write, which
+ * is atomic there.  The price is one write per 4 KiB on pipes and sockets.
+ *
+ * Waking up.  With a loop attached (the worker), a log whose descriptor
+ * answered EAGAIN is registered for EPOLLOUT; log_flush() then skips it (no
+ * write per loop turn just to hear EAGAIN again) and the callback writes
+ * when the kernel says there is room, unregistering once the queue is empty.
+ * A descriptor that fails for good (EPIPE, ENOSPC, EBADF) has its queue
+ * dropped and counted, so nothing spins on EPOLLERR.  The master has no
+ * loop: each log_write() first tries what is queued, and log_flush() does.
+ *
+ * fork.  pthread_atfork() handlers: before fork, one non-blocking flush; in
+ * the child the buffers are emptied (those lines are the parent's, which
+ * still writes them), the counters zeroed and the loop forgotten, and each
+ * descriptor is checked again (one fstat) by log_set_proc() or its next
+ * write: kept, alias included, when it is still the same file; examined
+ * afresh when daemon() has pointed it at /dev/null (and the alias of the old
+ * stdout closed, so a pipe reader still sees EOF).
+ *
+ * Reopen (USR1, log_open() again).  A path is opened anew; "-" keeps the
+ * standard descriptor and its alias.  Queued lines go to the new descriptor:
+ * after a rotation they land at the top of the new file.
+ *
+ * Exit.  An atexit() handler waits up to LOG_EXIT_WAIT_MS for a full pipe,
+ * then drops (and counts) what is left: lines are not lost at an orderly
+ * exit, and a pipe nobody reads cannot hold a shutdown up.
  */
 #include "log.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <bsd/string.h>
 
+#include "loop.h"
+
 enum log_level log_min_level = LOG_INFO;
 
 #define LOG_LINE_MAX 2048
+#define ERROR_BUF_BYTES (16 * 1024)
 #define ACCESS_BUF_BYTES (64 * 1024)
 #define LOG_PATH_MAX 4096
+#define LOG_EXIT_WAIT_MS 200
+#define LOG_REPORT_EVERY_MS 1000
+#define PROC_ESC_BYTES 96
 
-static int error_fd = 2;
-static int access_fd = -1;
+enum out_kind {
+    OUT_UNKNOWN = 0, /* not examined yet */
+    OUT_FILE,        /* plain write() */
+    OUT_SOCKET,      /* send(MSG_DONTWAIT) */
+    OUT_ALIAS,       /* write() to our O_NONBLOCK reopening of fd */
+    OUT_POLL,        /* poll(0), then write() at most PIPE_BUF */
+};
+
+enum { PUSH_DONE = 0, PUSH_BLOCKED };
+
+struct log_stream {
+    int fd;  /* as opened or inherited; -1 when off */
+    int wfd; /* what is written to: fd, or the alias */
+    enum out_kind kind;
+    bool recheck;  /* after fork: fstat fd before trusting kind */
+    bool watching; /* registered with the loop for EPOLLOUT */
+    dev_t dev;     /* identity of fd when it was examined */
+    ino_t ino;
+    char *buf;
+    size_t cap, head, len; /* queued: buf[head..len); empty: both 0 */
+    uint64_t dropped;      /* lines */
+    struct loop_watch watch;
+};
+
+static char error_buf[ERROR_BUF_BYTES];
+static char access_buf[ACCESS_BUF_BYTES];
+static struct log_stream err_log = {
+    .fd = 2, .wfd = 2, .buf = error_buf, .cap = sizeof(error_buf)};
+static struct log_stream acc_log = {
+    .fd = -1, .wfd = -1, .buf = access_buf, .cap = sizeof(access_buf)};
+
 static char error_path[LOG_PATH_MAX] = "-";
 static char access_path[LOG_PATH_MAX] = "off";
-static char proc_name[32] = "master";
-static char access_buf[ACCESS_BUF_BYTES];
-static size_t access_len;
+static char proc_esc[PROC_ESC_BYTES] = "master";
+static struct loop *attached;
+static bool hooks_done;
+static uint64_t dropped_reported;
+static int64_t last_report_ms = -LOG_REPORT_EVERY_MS;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -46,80 +150,32 @@ log_level_name(enum log_level l)
     return (unsigned)l < 4 ? level_names[l] : "?";
 }
 
-static int
-open_one(const char *path, int std_fd)
+/* ---- formatting ---- */
+
+static int64_t
+mono_ms(void)
 {
-    if (strcmp(path, "-") == 0)
-        return std_fd;
-    if (strcmp(path, "off") == 0)
-        return -1;
-    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void
-swap_fd(int *slot, int fd)
+/* Writes v in decimal, zero-padded to width digits; returns the length. */
+static size_t
+put_dec(char *dst, uint64_t v, int width)
 {
-    int old = *slot;
-    *slot = fd;
-    if (old > 2 && old != fd)
-        (void)close(old);
-}
+    char tmp[20];
+    size_t k = 0;
 
-int
-log_open(const char *err_path, const char *acc_path, char *diag,
-         size_t diag_len)
-{
-    int efd, afd;
-
-    efd = open_one(err_path, 2);
-    if (efd == -1 && strcmp(err_path, "off") != 0) {
-        snprintf(diag, diag_len, "cannot open error log %s: %s", err_path,
-                 strerror(errno));
-        return -1;
-    }
-    afd = open_one(acc_path, 1);
-    if (afd == -1 && strcmp(acc_path, "off") != 0) {
-        int saved = errno;
-        snprintf(diag, diag_len, "cannot open access log %s: %s", acc_path,
-                 strerror(errno));
-        if (efd > 2)
-            (void)close(efd);
-        errno = saved;
-        return -1;
-    }
-    log_flush();
-    swap_fd(&error_fd, efd);
-    swap_fd(&access_fd, afd);
-    if (err_path != error_path)
-        strlcpy(error_path, err_path, sizeof(error_path));
-    if (acc_path != access_path)
-        strlcpy(access_path, acc_path, sizeof(access_path));
-    return 0;
-}
-
-int
-log_reopen(void)
-{
-    char diag[256];
-    return log_open(error_path, access_path, diag, sizeof(diag));
-}
-
-void
-log_set_proc(const char *proc)
-{
-    strlcpy(proc_name, proc, sizeof(proc_name));
-}
-
-int
-log_error_fd(void)
-{
-    return error_fd;
-}
-
-int
-log_access_enabled(void)
-{
-    return access_fd >= 0;
+    do {
+        tmp[k++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && k < sizeof(tmp));
+    while ((int)k < width && k < sizeof(tmp))
+        tmp[k++] = '0';
+    for (size_t i = 0; i < k; i++)
+        dst[i] = tmp[k - 1 - i];
+    return k;
 }
 
 size_t
@@ -163,77 +219,563 @@ log_json_escape(char *dst, size_t cap, const char *s, size_t n)
     return o;
 }
 
+/* ---- one log's descriptor (async-signal-safe) ---- */
+
 static void
-write_all(int fd, const char *p, size_t n)
+drop_alias(struct log_stream *s)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
+    if (s->wfd >= 0 && s->wfd != s->fd)
+        (void)close(s->wfd);
+    s->wfd = s->fd;
+}
+
+/* Decides how s->fd is written; see the opening comment. */
+static void
+classify(struct log_stream *s)
+{
+    static const char prefix[] = "/proc/self/fd/";
+    char path[sizeof(prefix) + 20];
+    struct stat st;
+    size_t o;
+    int fd;
+
+    drop_alias(s);
+    s->kind = OUT_FILE;
+    s->recheck = false;
+    if (s->fd < 0 || fstat(s->fd, &st) < 0)
+        return; /* writes fail and their lines are counted */
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    if (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))
+        return;
+    if (S_ISSOCK(st.st_mode)) {
+        s->kind = OUT_SOCKET;
+        return;
+    }
+    memcpy(path, prefix, sizeof(prefix) - 1);
+    o = sizeof(prefix) - 1;
+    o += put_dec(path + o, (uint64_t)s->fd, 1);
+    path[o] = '\0';
+    fd = open(path, O_WRONLY | O_NONBLOCK | O_APPEND | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+        s->kind = OUT_POLL;
+        return;
+    }
+    s->wfd = fd;
+    s->kind = OUT_ALIAS;
+}
+
+/* Makes sure s->kind describes s->fd (after log_open() or fork). */
+static void
+stream_ready(struct log_stream *s)
+{
+    struct stat st;
+
+    if (s->kind != OUT_UNKNOWN && !s->recheck)
+        return;
+    if (s->kind != OUT_UNKNOWN && s->fd >= 0 && fstat(s->fd, &st) == 0 &&
+        st.st_dev == s->dev && st.st_ino == s->ino) {
+        s->recheck = false;
+        return;
+    }
+    classify(s);
+}
+
+/* One write without blocking: bytes written, or -1 with errno set. */
+static ssize_t
+write_some(const struct log_stream *s, const char *p, size_t n)
+{
+    for (;;) {
+        ssize_t w;
+
+        if (s->kind == OUT_SOCKET) {
+            w = send(s->wfd, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        } else if (s->kind == OUT_POLL) {
+            struct pollfd pfd = {.fd = s->wfd, .events = POLLOUT};
+            int r = poll(&pfd, 1, 0);
+            if (r < 0 && errno == EINTR)
                 continue;
-            return; /* nowhere left to report a logging failure */
+            if (r == 0) {
+                errno = EAGAIN;
+                return -1;
+            }
+            /* POLLERR / POLLHUP: the write reports the error */
+            w = write(s->wfd, p, n < PIPE_BUF ? n : PIPE_BUF);
+        } else {
+            w = write(s->wfd, p, n);
         }
+        if (w >= 0 || errno != EINTR)
+            return w;
+    }
+}
+
+/*
+ * How much of p[0..n) to hand to one write: everything for a file; for a
+ * pipe or socket the longest run of whole lines within PIPE_BUF (atomic),
+ * or one line if it alone is longer.
+ */
+static size_t
+chunk_len(const struct log_stream *s, const char *p, size_t n)
+{
+    const char *nl;
+
+    if (s->kind == OUT_FILE || n <= PIPE_BUF)
+        return n;
+    nl = memrchr(p, '\n', PIPE_BUF);
+    if (nl != NULL)
+        return (size_t)(nl - p) + 1;
+    nl = memchr(p + PIPE_BUF, '\n', n - PIPE_BUF);
+    return nl != NULL ? (size_t)(nl - p) + 1 : n;
+}
+
+static bool
+stream_sane(const struct log_stream *s)
+{
+    return s->head <= s->len && s->len <= s->cap;
+}
+
+static uint64_t
+count_lines(const char *p, size_t n)
+{
+    uint64_t lines = 0;
+    const char *end = p + n, *nl;
+
+    while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        lines++;
+        p = nl + 1;
+    }
+    return lines + (p < end);
+}
+
+/* Drops every queued line, counting it. */
+static void
+discard(struct log_stream *s)
+{
+    s->dropped += count_lines(s->buf + s->head, s->len - s->head);
+    s->head = s->len = 0;
+}
+
+/*
+ * Writes queued bytes until the queue is empty (PUSH_DONE) or the
+ * descriptor is full (PUSH_BLOCKED).  A hard error drops the queue.
+ */
+static int
+stream_push(struct log_stream *s)
+{
+    while (s->head < s->len) {
+        const char *p = s->buf + s->head;
+        ssize_t w = write_some(s, p, chunk_len(s, p, s->len - s->head));
+
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            discard(s);
+            return PUSH_DONE;
+        }
+        if (w <= 0)
+            return PUSH_BLOCKED;
+        s->head += (size_t)w;
+    }
+    s->head = s->len = 0;
+    return PUSH_DONE;
+}
+
+/* Queues one line (or the unwritten rest of one); drops it if no room. */
+static void
+stream_append(struct log_stream *s, const char *p, size_t n)
+{
+    if (s->len + n > s->cap && s->head > 0) {
+        memmove(s->buf, s->buf + s->head, s->len - s->head);
+        s->len -= s->head;
+        s->head = 0;
+    }
+    if (n > s->cap - s->len) {
+        s->dropped++;
+        return;
+    }
+    memcpy(s->buf + s->len, p, n);
+    s->len += n;
+}
+
+/*
+ * Pushes s for up to deadline_ms (CLOCK_MONOTONIC), sleeping in poll() while
+ * the descriptor is full; drops what is left then.  For exit.
+ */
+static void
+stream_drain(struct log_stream *s, int64_t deadline_ms)
+{
+    if (s->fd < 0 || !stream_sane(s))
+        return;
+    stream_ready(s);
+    while (stream_push(s) == PUSH_BLOCKED) {
+        struct pollfd pfd = {.fd = s->wfd, .events = POLLOUT};
+        int64_t left = deadline_ms - mono_ms();
+
+        if (left <= 0) {
+            discard(s);
+            return;
+        }
+        (void)poll(&pfd, 1, (int)left);
+    }
+}
+
+/* ---- the loop ---- */
+
+static void
+unwatch(struct log_stream *s)
+{
+    if (!s->watching)
+        return;
+    s->watching = false;
+    if (attached != NULL)
+        (void)loop_del(attached, &s->watch);
+}
+
+static void
+on_writable(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+    struct log_stream *s = container_of(w, struct log_stream, watch);
+
+    (void)loop;
+    (void)events; /* EPOLLERR / EPOLLHUP: the write reports it */
+    if (stream_push(s) == PUSH_DONE)
+        unwatch(s);
+}
+
+/*
+ * Asks the loop for EPOLLOUT on a full pipe, tty or socket.  If epoll
+ * refuses the descriptor, log_flush() simply keeps trying it.
+ */
+static void
+watch(struct log_stream *s)
+{
+    if (attached == NULL || s->watching || s->kind == OUT_FILE)
+        return;
+    if (loop_add(attached, &s->watch, s->wfd, EPOLLOUT, on_writable) == 0)
+        s->watching = true;
+}
+
+int
+log_attach_loop(struct loop *loop)
+{
+    if (loop == NULL) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (attached != loop)
+        log_detach_loop();
+    attached = loop;
+    return 0;
+}
+
+void
+log_detach_loop(void)
+{
+    unwatch(&err_log);
+    unwatch(&acc_log);
+    attached = NULL;
+}
+
+/* ---- process hooks ---- */
+
+/* One non-blocking try at both queues, touching no loop. */
+static void
+push_both(void)
+{
+    if (err_log.fd >= 0 && stream_sane(&err_log)) {
+        stream_ready(&err_log);
+        (void)stream_push(&err_log);
+    }
+    if (acc_log.fd >= 0 && stream_sane(&acc_log)) {
+        stream_ready(&acc_log);
+        (void)stream_push(&acc_log);
+    }
+}
+
+static void
+in_child(void)
+{
+    struct log_stream *all[] = {&err_log, &acc_log};
+
+    for (size_t i = 0; i < 2; i++) {
+        all[i]->head = all[i]->len = 0;
+        all[i]->dropped = 0;
+        all[i]->watching = false; /* the epoll set is the parent's */
+        all[i]->recheck = true;
+    }
+    attached = NULL;
+    dropped_reported = 0;
+}
+
+static void
+at_exit(void)
+{
+    int64_t deadline = mono_ms() + LOG_EXIT_WAIT_MS;
+
+    stream_drain(&err_log, deadline);
+    stream_drain(&acc_log, deadline);
+}
+
+/* Registers the fork and exit hooks once; 0 or -1 (errno set). */
+static int
+ensure_hooks(void)
+{
+    int rc;
+
+    if (hooks_done)
+        return 0;
+    rc = pthread_atfork(push_both, NULL, in_child);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    if (atexit(at_exit) != 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    hooks_done = true;
+    return 0;
+}
+
+/* ---- opening ---- */
+
+static int
+open_one(const char *path, int std_fd)
+{
+    if (strcmp(path, "-") == 0)
+        return std_fd;
+    if (strcmp(path, "off") == 0)
+        return -1;
+    return open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOCTTY | O_CLOEXEC,
+                0640);
+}
+
+/* Points s at fd (from open_one), keeping its queue; see "Reopen". */
+static void
+stream_switch(struct log_stream *s, int fd)
+{
+    unwatch(s);
+    if (fd >= 0 && fd == s->fd && s->kind != OUT_UNKNOWN) {
+        s->recheck = true; /* "-" again: keep the alias if still the same */
+        return;
+    }
+    drop_alias(s);
+    if (s->fd > 2 && s->fd != fd)
+        (void)close(s->fd);
+    s->fd = s->wfd = fd;
+    s->kind = OUT_UNKNOWN;
+    if (fd < 0) {
+        discard(s);
+        return;
+    }
+    classify(s);
+}
+
+int
+log_open(const char *err_path, const char *acc_path, char *diag,
+         size_t diag_len)
+{
+    int efd, afd;
+
+    if (ensure_hooks() < 0) {
+        snprintf(diag, diag_len, "cannot register the log's fork hooks: %s",
+                 strerror(errno));
+        return -1;
+    }
+    efd = open_one(err_path, 2);
+    if (efd == -1 && strcmp(err_path, "off") != 0) {
+        snprintf(diag, diag_len, "cannot open error log %s: %s", err_path,
+                 strerror(errno));
+        return -1;
+    }
+    afd = open_one(acc_path, 1);
+    if (afd == -1 && strcmp(acc_path, "off") != 0) {
+        int saved = errno;
+        snprintf(diag, diag_len, "cannot open access log %s: %s", acc_path,
+                 strerror(errno));
+        if (efd > 2)
+            (void)close(efd);
+        errno = saved;
+        return -1;
+    }
+    push_both(); /* what the old descriptors take now goes there */
+    stream_switch(&err_log, efd);
+    stream_switch(&acc_log, afd);
+    if (err_path != error_path)
+        strlcpy(error_path, err_path, sizeof(error_path));
+    if (acc_path != access_path)
+        strlcpy(access_path, acc_path, sizeof(access_path));
+    return 0;
+}
+
+int
+log_reopen(void)
+{
+    char diag[256];
+    return log_open(error_path, access_path, diag, sizeof(diag));
+}
+
+void
+log_set_proc(const char *proc)
+{
+    log_json_escape(proc_esc, sizeof(proc_esc), proc, strlen(proc));
+    /* a new process: drop an alias of a stdout that daemon() replaced */
+    stream_ready(&err_log);
+    stream_ready(&acc_log);
+}
+
+int
+log_error_fd(void)
+{
+    return err_log.fd;
+}
+
+int
+log_access_enabled(void)
+{
+    return acc_log.fd >= 0;
+}
+
+int
+log_pending(void)
+{
+    return err_log.len > err_log.head || acc_log.len > acc_log.head;
+}
+
+uint64_t
+log_dropped_lines(void)
+{
+    return err_log.dropped + acc_log.dropped;
+}
+
+/* ---- writing ---- */
+
+/*
+ * An error line: written now if nothing is queued before it and the
+ * descriptor takes it, else queued (or dropped when the queue is full).
+ */
+static void
+emit_error_line(const char *p, size_t n)
+{
+    struct log_stream *s = &err_log;
+
+    stream_ready(s);
+    if (s->head < s->len && !s->watching)
+        (void)stream_push(s);
+    while (s->head == s->len && n > 0) {
+        ssize_t w = write_some(s, p, chunk_len(s, p, n));
+
+        if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            s->dropped++;
+            return;
+        }
+        if (w <= 0)
+            break;
         p += w;
         n -= (size_t)w;
     }
+    if (n > 0)
+        stream_append(s, p, n);
 }
 
 void
 log_write(enum log_level level, const char *fmt, ...)
 {
-    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2], esc[LOG_LINE_MAX * 2];
-    struct timespec ts;
+    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2];
+    struct timespec now;
     struct tm tm;
     va_list ap;
+    size_t len, room;
     int n;
 
-    if (error_fd < 0)
+    if (err_log.fd < 0)
         return;
+    (void)ensure_hooks();
     va_start(ap, fmt);
     n = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (n < 0)
         return;
-    log_json_escape(esc, sizeof(esc), msg, strlen(msg));
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    (void)clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
     n = snprintf(line, sizeof(line),
                  "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\","
-                 "\"level\":\"%s\",\"pid\":%d,\"proc\":\"%s\","
-                 "\"msg\":\"%s\"}\n",
+                 "\"level\":\"%s\",\"pid\":%d,\"proc\":\"%s\",\"msg\":\"",
                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000, log_level_name(level),
-                 (int)getpid(), proc_name, esc);
-    if (n < 0)
+                 tm.tm_min, tm.tm_sec, now.tv_nsec / 1000,
+                 log_level_name(level), (int)getpid(), proc_esc);
+    if (n < 0 || (size_t)n >= sizeof(line))
         return;
-    if ((size_t)n >= sizeof(line)) {
-        n = (int)sizeof(line) - 1;
-        line[n - 1] = '\n';
-    }
-    write_all(error_fd, line, (size_t)n);
+    len = (size_t)n;
+    /* the escaped message is cut to fit, so the line stays valid JSON */
+    room = sizeof(line) - len - 3;
+    len += log_json_escape(line + len, room, msg, strlen(msg));
+    memcpy(line + len, "\"}\n", 3);
+    emit_error_line(line, len + 3);
 }
 
 void
 log_access(const char *line, size_t len)
 {
-    if (access_fd < 0)
+    struct log_stream *s = &acc_log;
+
+    if (s->fd < 0)
         return;
-    if (access_len + len > sizeof(access_buf))
-        log_flush();
-    if (len > sizeof(access_buf)) {
-        write_all(access_fd, line, len);
+    if (s->len - s->head + len > s->cap && !s->watching) {
+        stream_ready(s);
+        (void)stream_push(s);
+    }
+    stream_append(s, line, len);
+}
+
+static void
+flush_one(struct log_stream *s)
+{
+    if (s->head == s->len) {
+        unwatch(s);
         return;
     }
-    memcpy(access_buf + access_len, line, len);
-    access_len += len;
+    if (s->watching)
+        return;
+    stream_ready(s);
+    if (stream_push(s) == PUSH_BLOCKED)
+        watch(s);
+}
+
+/*
+ * At most once a second, and only when the error log has nothing queued (a
+ * report stuck behind the lines it counts helps nobody), says in the error
+ * log how many lines were dropped since the last report.
+ */
+static void
+report_drops(void)
+{
+    uint64_t total = err_log.dropped + acc_log.dropped, since;
+    int64_t now;
+
+    if (total == dropped_reported || err_log.fd < 0 ||
+        err_log.head != err_log.len)
+        return;
+    if (LOG_WARN < log_min_level) {
+        dropped_reported = total;
+        return;
+    }
+    now = mono_ms();
+    if (now - last_report_ms < LOG_REPORT_EVERY_MS)
+        return;
+    last_report_ms = now;
+    since = total - dropped_reported;
+    dropped_reported = total;
+    log_write(LOG_WARN,
+              "log output could not keep up: %llu lines dropped (error log "
+              "%llu, access log %llu in all)",
+              (unsigned long long)since, (unsigned long long)err_log.dropped,
+              (unsigned long long)acc_log.dropped);
 }
 
 void
 log_flush(void)
 {
-    if (access_len == 0)
-        return;
-    if (access_fd >= 0)
-        write_all(access_fd, access_buf, access_len);
-    access_len = 0;
+    (void)ensure_hooks();
+    flush_one(&err_log);
+    flush_one(&acc_log);
+    report_drops();
 }

@@ -502,6 +502,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     wk->loop = loop_new();
     if (wk->loop == NULL)
         worker_fail("epoll_create1()");
+    (void)log_attach_loop(wk->loop);
     if (conn_ctx_init(&wk->conns, wk->loop, &wk->router, &cs) < 0)
         worker_fail("setting up the connection table");
     wk->conns.on_closed = conn_closed;
@@ -568,6 +569,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     pg_free(&wk->pg);
     api_fini(&wk->api);
     log_flush();
+    log_detach_loop();
     loop_free(&wk->loop);
     log_debug("worker %u exiting", id);
     exit(0);
