@@ -63,18 +63,27 @@
  * Exit.  An atexit() handler waits up to LOG_EXIT_WAIT_MS for a full pipe,
  * then drops (and counts) what is left: lines are not lost at an orderly
  * exit, and a pipe nobody reads cannot hold a shutdown up.
+ *
+ * The crash report (log_crash_backtrace) runs in a signal handler and uses
+ * only async-signal-safe calls: write, send, poll, open, fstat, read,
+ * clock_gettime, memfd_create, backtrace (libgcc loaded beforehand by the
+ * worker) and backtrace_symbols_fd, with the time and numbers formatted by
+ * hand.
  */
 #include "log.h"
 
 #include <errno.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -91,6 +100,8 @@ enum log_level log_min_level = LOG_INFO;
 #define ACCESS_BUF_BYTES (64 * 1024)
 #define LOG_PATH_MAX 4096
 #define LOG_EXIT_WAIT_MS 200
+#define LOG_CRASH_WAIT_MS 250
+#define LOG_CRASH_FRAMES 64
 #define LOG_REPORT_EVERY_MS 1000
 #define PROC_ESC_BYTES 96
 
@@ -150,7 +161,7 @@ log_level_name(enum log_level l)
     return (unsigned)l < 4 ? level_names[l] : "?";
 }
 
-/* ---- formatting ---- */
+/* ---- formatting by hand (async-signal-safe) ---- */
 
 static int64_t
 mono_ms(void)
@@ -176,6 +187,52 @@ put_dec(char *dst, uint64_t v, int width)
     for (size_t i = 0; i < k; i++)
         dst[i] = tmp[k - 1 - i];
     return k;
+}
+
+/*
+ * "2026-11-23T18:00:00.123456Z" (27 bytes, NUL added) from a CLOCK_REALTIME
+ * value.  gmtime_r takes glibc's timezone lock, so the civil date is
+ * computed here: days are counted in 400-year eras that start on 1 March,
+ * which puts the leap day at the end of each year.
+ */
+static size_t
+fmt_time(char *dst, const struct timespec *ts)
+{
+    int64_t days = ts->tv_sec / 86400, secs = ts->tv_sec % 86400;
+    int64_t z, era, doe, yoe, doy, mp, day, month, year;
+    size_t o = 0;
+
+    if (secs < 0) {
+        secs += 86400;
+        days--;
+    }
+    z = days + 719468; /* days from 0000-03-01 to 1970-01-01 */
+    era = (z >= 0 ? z : z - 146096) / 146097;
+    doe = z - era * 146097;                                      /* 0..146096 */
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* 0..399 */
+    doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* 0..365 */
+    mp = (5 * doy + 2) / 153;                                    /* Mar = 0 */
+    day = doy - (153 * mp + 2) / 5 + 1;
+    month = mp < 10 ? mp + 3 : mp - 9;
+    year = yoe + era * 400 + (month <= 2);
+    if (year < 0 || year > 9999)
+        year = 0;
+    o += put_dec(dst + o, (uint64_t)year, 4);
+    dst[o++] = '-';
+    o += put_dec(dst + o, (uint64_t)month, 2);
+    dst[o++] = '-';
+    o += put_dec(dst + o, (uint64_t)day, 2);
+    dst[o++] = 'T';
+    o += put_dec(dst + o, (uint64_t)(secs / 3600), 2);
+    dst[o++] = ':';
+    o += put_dec(dst + o, (uint64_t)(secs / 60 % 60), 2);
+    dst[o++] = ':';
+    o += put_dec(dst + o, (uint64_t)(secs % 60), 2);
+    dst[o++] = '.';
+    o += put_dec(dst + o, (uint64_t)(ts->tv_nsec / 1000), 6);
+    dst[o++] = 'Z';
+    dst[o] = '\0';
+    return o;
 }
 
 size_t
@@ -397,7 +454,7 @@ stream_append(struct log_stream *s, const char *p, size_t n)
 
 /*
  * Pushes s for up to deadline_ms (CLOCK_MONOTONIC), sleeping in poll() while
- * the descriptor is full; drops what is left then.  For exit.
+ * the descriptor is full; drops what is left then.  For exit and crash.
  */
 static void
 stream_drain(struct log_stream *s, int64_t deadline_ms)
@@ -679,9 +736,8 @@ emit_error_line(const char *p, size_t n)
 void
 log_write(enum log_level level, const char *fmt, ...)
 {
-    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2];
+    char msg[LOG_LINE_MAX], line[LOG_LINE_MAX * 2], ts[32];
     struct timespec now;
-    struct tm tm;
     va_list ap;
     size_t len, room;
     int n;
@@ -695,13 +751,11 @@ log_write(enum log_level level, const char *fmt, ...)
     if (n < 0)
         return;
     (void)clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
+    fmt_time(ts, &now);
     n = snprintf(line, sizeof(line),
-                 "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\","
-                 "\"level\":\"%s\",\"pid\":%d,\"proc\":\"%s\",\"msg\":\"",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-                 tm.tm_min, tm.tm_sec, now.tv_nsec / 1000,
-                 log_level_name(level), (int)getpid(), proc_esc);
+                 "{\"time\":\"%s\",\"level\":\"%s\",\"pid\":%d,"
+                 "\"proc\":\"%s\",\"msg\":\"",
+                 ts, log_level_name(level), (int)getpid(), proc_esc);
     if (n < 0 || (size_t)n >= sizeof(line))
         return;
     len = (size_t)n;
@@ -778,4 +832,223 @@ log_flush(void)
     flush_one(&err_log);
     flush_one(&acc_log);
     report_drops();
+}
+
+/* ---- the crash report ---- */
+
+struct crash {
+    char head[256]; /* {"time":...,"msg":" up to the message */
+    size_t head_len;
+    int64_t deadline_ms;
+};
+
+static size_t
+put_str(char *dst, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(dst, s, n);
+    return n;
+}
+
+/* Writes one crash line, waiting for a full pipe until the deadline. */
+static void
+crash_put(struct crash *cr, const char *p, size_t n)
+{
+    struct log_stream *s = &err_log;
+
+    while (n > 0) {
+        ssize_t w = write_some(s, p, chunk_len(s, p, n));
+        struct pollfd pfd = {.fd = s->wfd, .events = POLLOUT};
+        int64_t left;
+
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        left = cr->deadline_ms - mono_ms();
+        if ((w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) || left <= 0) {
+            s->dropped++;
+            return;
+        }
+        (void)poll(&pfd, 1, (int)left);
+    }
+}
+
+static void
+crash_frame(struct crash *cr, unsigned frame, const char *sym, size_t n)
+{
+    char line[LOG_LINE_MAX];
+    size_t o = 0;
+
+    memcpy(line, cr->head, cr->head_len);
+    o += cr->head_len;
+    o += put_str(line + o, "backtrace\",\"frame\":");
+    o += put_dec(line + o, frame, 1);
+    o += put_str(line + o, ",\"symbol\":\"");
+    o += log_json_escape(line + o, sizeof(line) - o - 3, sym, n);
+    memcpy(line + o, "\"}\n", 3);
+    crash_put(cr, line, o + 3);
+}
+
+/*
+ * Reads backtrace_symbols_fd()'s text back from fd (one symbol per line)
+ * and writes a frame line for each; returns the number of frames.  A line
+ * longer than the read buffer is cut.
+ */
+static unsigned
+crash_frames_from(struct crash *cr, int fd)
+{
+    char rbuf[4096];
+    size_t have = 0;
+    unsigned frame = 0;
+    bool skipping = false; /* inside a long line whose head was written */
+
+    for (;;) {
+        ssize_t r = read(fd, rbuf + have, sizeof(rbuf) - have);
+        size_t start = 0;
+        char *nl;
+
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r > 0)
+            have += (size_t)r;
+        while ((nl = memchr(rbuf + start, '\n', have - start)) != NULL) {
+            size_t n = (size_t)(nl - (rbuf + start));
+            if (!skipping)
+                crash_frame(cr, frame++, rbuf + start, n);
+            skipping = false;
+            start += n + 1;
+        }
+        if (start == 0 && have == sizeof(rbuf)) {
+            if (!skipping)
+                crash_frame(cr, frame++, rbuf, have);
+            skipping = true;
+            have = 0;
+        } else {
+            memmove(rbuf, rbuf + start, have - start);
+            have -= start;
+        }
+        if (r <= 0) {
+            if (have > 0 && !skipping)
+                crash_frame(cr, frame++, rbuf, have);
+            return frame;
+        }
+    }
+}
+
+/* The symbols of frames[0..n), by the best means available. */
+static unsigned
+crash_frames(struct crash *cr, void *const *frames, int n)
+{
+    unsigned written;
+    int fd, p[2];
+
+    fd = memfd_create("apiary-backtrace", MFD_CLOEXEC);
+    if (fd >= 0) {
+        backtrace_symbols_fd(frames, n, fd);
+        if (lseek(fd, 0, SEEK_SET) == 0) {
+            written = crash_frames_from(cr, fd);
+            (void)close(fd);
+            return written;
+        }
+        (void)close(fd);
+    } else if (pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0) {
+        /* 64 frames of text fit a pipe; more would be cut, not wait */
+        backtrace_symbols_fd(frames, n, p[1]);
+        (void)close(p[1]);
+        written = crash_frames_from(cr, p[0]);
+        (void)close(p[0]);
+        return written;
+    }
+    /* no descriptor to spare: the raw addresses */
+    for (written = 0; written < (unsigned)n; written++) {
+        static const char hex[] = "0123456789abcdef";
+        char sym[2 + 2 * sizeof(uintptr_t)];
+        uintptr_t a = (uintptr_t)frames[written];
+        size_t k = sizeof(sym);
+
+        do {
+            sym[--k] = hex[a & 15];
+            a >>= 4;
+        } while (a != 0 && k > 2);
+        sym[--k] = 'x';
+        sym[--k] = '0';
+        crash_frame(cr, written, sym + k, sizeof(sym) - k);
+    }
+    return written;
+}
+
+static const char *
+signal_name(int signo)
+{
+    switch (signo) {
+    case SIGSEGV:
+        return "SIGSEGV";
+    case SIGBUS:
+        return "SIGBUS";
+    case SIGILL:
+        return "SIGILL";
+    case SIGFPE:
+        return "SIGFPE";
+    case SIGABRT:
+        return "SIGABRT";
+    default:
+        return "signal";
+    }
+}
+
+void
+log_crash_backtrace(int signo)
+{
+    int saved = errno;
+    struct log_stream *s = &err_log;
+    struct crash cr;
+    struct timespec now;
+    void *frames[LOG_CRASH_FRAMES];
+    char line[384];
+    unsigned nframes;
+    size_t o;
+    int n;
+
+    if (s->fd < 0)
+        goto out;
+    cr.deadline_ms = mono_ms() + LOG_CRASH_WAIT_MS;
+    if (!stream_sane(s))
+        s->head = s->len = 0; /* the crash hit log.c mid-update */
+    stream_drain(s, cr.deadline_ms);
+
+    (void)clock_gettime(CLOCK_REALTIME, &now);
+    o = put_str(cr.head, "{\"time\":\"");
+    o += fmt_time(cr.head + o, &now);
+    o += put_str(cr.head + o, "\",\"level\":\"error\",\"pid\":");
+    o += put_dec(cr.head + o, (uint64_t)getpid(), 1);
+    o += put_str(cr.head + o, ",\"proc\":\"");
+    o += put_str(cr.head + o, proc_esc);
+    o += put_str(cr.head + o, "\",\"msg\":\"");
+    cr.head_len = o;
+
+    memcpy(line, cr.head, o);
+    o += put_str(line + o, "crashed on signal ");
+    o += put_dec(line + o, (uint64_t)(signo > 0 ? signo : 0), 1);
+    o += put_str(line + o, " (");
+    o += put_str(line + o, signal_name(signo));
+    o += put_str(line + o, ")\",\"signal\":");
+    o += put_dec(line + o, (uint64_t)(signo > 0 ? signo : 0), 1);
+    o += put_str(line + o, "}\n");
+    crash_put(&cr, line, o);
+
+    n = backtrace(frames, LOG_CRASH_FRAMES);
+    nframes = n > 0 ? crash_frames(&cr, frames, n) : 0;
+
+    o = cr.head_len;
+    memcpy(line, cr.head, o);
+    o += put_str(line + o, "end of backtrace\",\"frames\":");
+    o += put_dec(line + o, nframes, 1);
+    o += put_str(line + o, "}\n");
+    crash_put(&cr, line, o);
+
+    push_both(); /* queued access lines, if the descriptor takes them */
+out:
+    errno = saved;
 }

@@ -51,10 +51,10 @@ int log_open(const char *error_path, const char *access_path, char *diag,
 int log_reopen(void);
 
 /*
- * Sets the "proc" field: "master" or "worker N".  Copied and JSON-escaped. Call
- * it first thing in each process (after fork, after daemon()): it also
- * re-examines the log descriptors, which daemon() may have pointed at
- * /dev/null.
+ * Sets the "proc" field: "master" or "worker N".  Copied (and JSON-escaped
+ * once, here, for the crash report).  Call it first thing in each process
+ * (after fork, after daemon()): it also re-examines the log descriptors,
+ * which daemon() may have pointed at /dev/null.
  */
 void log_set_proc(const char *proc);
 
@@ -120,6 +120,19 @@ int log_attach_loop(struct loop *loop);
 
 /* Unregisters any EPOLLOUT interest and forgets the loop. */
 void log_detach_loop(void);
+
+/*
+ * The crash report, for a fatal-signal handler: async-signal-safe (no
+ * malloc, stdio or snprintf; the time is formatted by hand).  Writes queued
+ * error lines first, then one JSON line naming the signal, one line per
+ * frame of backtrace() ({"msg":"backtrace","frame":N,"symbol":"..."} plus
+ * the usual time/level/pid/proc) and an "end of backtrace" line carrying
+ * "frames":N.  A full pipe is waited for at most 250 ms in all: the process
+ * is dying, but a never-read pipe must not keep it from dying.  Does not
+ * re-raise; the handler does that.  Call log_set_proc() at start-up so the
+ * "proc" field is ready.
+ */
+void log_crash_backtrace(int signo);
 
 /*
  * JSON-escapes s[0..n) into dst (cap bytes, always NUL-terminated), adding

@@ -9,9 +9,9 @@
  * shutdown_timeout_ms; USR1 reopens the log files.
  *
  * A fatal signal (SEGV, BUS, ILL, FPE, ABRT) first writes a backtrace to
- * the error log with backtrace_symbols_fd() (async-signal-safe once
- * libgcc is loaded, which worker_run() forces), then re-raises so the
- * master sees the signal.
+ * the error log, one JSON line per frame (log_crash_backtrace(), built on
+ * backtrace_symbols_fd(): async-signal-safe once libgcc is loaded, which
+ * install_signals() forces), then re-raises so the master sees the signal.
  *
  * Accepting: see worker.h for the start gate and the spreading rules, and
  * balance.h for why re-registering the listener alone is not enough.
@@ -61,8 +61,6 @@ enum { DRAIN_NONE = 0, DRAIN_GRACEFUL, DRAIN_FAST };
 
 static struct worker self;
 static volatile sig_atomic_t got_term, got_quit, got_reopen;
-static char crash_prefix[160];
-static size_t crash_prefix_len;
 
 static void
 on_signal(int signo)
@@ -88,47 +86,20 @@ on_signal(int signo)
 static void
 on_crash(int signo)
 {
-    static const char tail[] = "\"}\n";
-    static const char end[] =
-        "{\"level\":\"error\",\"msg\":\"end of backtrace\"}\n";
-    void *frames[64];
-    char num[8];
-    int fd = log_error_fd(), n, k = 0;
-
-    if (fd < 0)
-        fd = 2;
-    /* signal number by hand: snprintf is not async-signal-safe */
-    n = signo;
-    do {
-        num[k++] = (char)('0' + n % 10);
-        n /= 10;
-    } while (n && k < (int)sizeof(num));
-    (void)!write(fd, crash_prefix, crash_prefix_len);
-    while (k)
-        (void)!write(fd, &num[--k], 1);
-    (void)!write(fd, tail, sizeof(tail) - 1);
-    n = backtrace(frames, 64);
-    backtrace_symbols_fd(frames, n, fd);
-    (void)!write(fd, end, sizeof(end) - 1);
+    log_crash_backtrace(signo);
     signal(signo, SIG_DFL);
     raise(signo);
 }
 
 static void
-install_signals(unsigned id)
+install_signals(void)
 {
     static const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
     static char altstack[64 * 1024];
     stack_t ss = {.ss_sp = altstack, .ss_size = sizeof(altstack)};
     struct sigaction sa;
     void *warm[2];
-    int n;
 
-    n = snprintf(crash_prefix, sizeof(crash_prefix),
-                 "{\"level\":\"error\",\"pid\":%d,\"proc\":\"worker %u\","
-                 "\"msg\":\"worker crashed on signal ",
-                 (int)getpid(), id);
-    crash_prefix_len = n > 0 ? (size_t)n : 0;
     (void)backtrace(warm, 2); /* loads libgcc now, not in the handler */
     if (sigaltstack(&ss, NULL) < 0)
         log_warn("sigaltstack() failed: %s", strerror(errno));
@@ -471,7 +442,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         log_warn("prctl(PR_SET_PDEATHSIG) failed: %s", strerror(errno));
     balance_claim(id, generation);
 
-    install_signals(id);
+    install_signals();
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);

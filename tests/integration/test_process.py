@@ -1,6 +1,7 @@
 """The process model (SPEC 4): titles, supervision, spreading connections,
 max_connections, signals, the pidfile."""
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -75,6 +76,8 @@ def test_sigkill_worker_is_logged_and_respawned(apiary):
 
 
 def test_fatal_signal_writes_backtrace_then_respawns(apiary):
+    """SPEC 4 and 7: the backtrace is in the error log, one JSON line per
+    frame, between a line naming the signal and an end line."""
     srv = apiary(workers=1)
     (wid, victim), = srv.workers().items()
     srv.expected_deaths = 1
@@ -85,13 +88,25 @@ def test_fatal_signal_writes_backtrace_then_respawns(apiary):
         lambda: (lambda t: t if "end of backtrace" in t else None)(
             srv.error_log.read_text(errors="replace")),
         10, "the backtrace in the error log")
-    lines = text.splitlines()
+    lines = []
+    for raw in text.splitlines():
+        try:
+            lines.append(json.loads(raw))
+        except ValueError:
+            raise AssertionError("not a JSON line: %r" % raw) from None
     start = next(i for i, l in enumerate(lines)
-                 if "worker crashed on signal 11" in l)
-    end = next(i for i, l in enumerate(lines) if "end of backtrace" in l)
+                 if l["msg"].startswith("crashed on signal 11"))
+    end = next(i for i, l in enumerate(lines) if l["msg"] == "end of backtrace")
+    assert lines[start]["signal"] == 11 and lines[start]["level"] == "error"
     frames = lines[start + 1:end]
-    assert any("loop_run" in f or "worker_run" in f for f in frames), frames
-    assert any("killed by signal 11" in l for l in lines[end:]), lines[end:]
+    assert frames and lines[end]["frames"] == len(frames), lines[end]
+    for n, f in enumerate(frames):
+        assert f["msg"] == "backtrace" and f["frame"] == n, f
+        assert f["pid"] == victim and f["proc"] == "worker %d" % wid, f
+        assert {"time", "level", "symbol"} <= set(f), f
+    assert any("loop_run" in f["symbol"] or "worker_run" in f["symbol"]
+               for f in frames), frames
+    assert any("killed by signal 11" in l["msg"] for l in lines[end:]), lines[end:]
     srv.wait_workers(1)
     srv.assert_answers()
     # the crash line, its backtrace's end and the master's line all match

@@ -3,7 +3,7 @@
  * pipe, a socket, a tty and a file; with a reader that stops reading, the
  * calls return at once and lines are dropped and counted, never lost
  * silently or repeated; once the reader drains, lines flow again, woken by
- * the loop's EPOLLOUT.
+ * the loop's EPOLLOUT; the crash report is one valid JSON line per frame.
  *
  * A watchdog alarm turns a blocking call into a failure instead of a hang.
  * Descriptors are given to log_open() as "/proc/self/fd/N" (a new open
@@ -587,6 +587,143 @@ test_child_does_not_repeat_parent_lines(void **state)
     close(p[1]);
 }
 
+/* ---- the crash report ---- */
+
+struct crash_check {
+    int signo;
+    size_t lines;
+    long long frames;
+    bool saw_start, saw_end, saw_symbol;
+    const char *want_symbol;
+};
+
+static void
+check_crash_line(json_t *doc, void *arg)
+{
+    struct crash_check *c = arg;
+    const char *msg = json_string_value(json_object_get(doc, "msg"));
+    char want[64];
+
+    assert_non_null(msg);
+    assert_string_equal(json_string_value(json_object_get(doc, "level")),
+                        "error");
+    assert_string_equal(json_string_value(json_object_get(doc, "proc")),
+                        "worker 3");
+    assert_true(json_integer_value(json_object_get(doc, "pid")) > 0);
+    assert_int_equal(strlen(json_string_value(json_object_get(doc, "time"))),
+                     27);
+    c->lines++;
+    if (c->lines == 1) {
+        snprintf(want, sizeof(want), "crashed on signal %d", c->signo);
+        assert_non_null(strstr(msg, want));
+        assert_int_equal(json_integer_value(json_object_get(doc, "signal")),
+                         c->signo);
+        c->saw_start = true;
+    } else if (strcmp(msg, "backtrace") == 0) {
+        const char *sym = json_string_value(json_object_get(doc, "symbol"));
+        assert_false(c->saw_end);
+        assert_int_equal(json_integer_value(json_object_get(doc, "frame")),
+                         c->frames);
+        assert_non_null(sym);
+        if (strstr(sym, c->want_symbol) != NULL)
+            c->saw_symbol = true;
+        c->frames++;
+    } else {
+        assert_string_equal(msg, "end of backtrace");
+        assert_int_equal(json_integer_value(json_object_get(doc, "frames")),
+                         c->frames);
+        c->saw_end = true;
+    }
+}
+
+static void
+check_crash_report(int fd, int signo, const char *want_symbol)
+{
+    struct crash_check c = {.signo = signo, .want_symbol = want_symbol};
+    struct sink k;
+
+    sink_init(&k);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    sink_read(&k, fd);
+    sink_lines(&k, check_crash_line, &c);
+    assert_true(c.saw_start && c.saw_end);
+    assert_true(c.frames >= 2);
+    assert_true(c.saw_symbol);
+    sink_fini(&k);
+}
+
+static int
+temp_log(char *path)
+{
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    open_logs(path, "off");
+    log_set_proc("worker 3");
+    return fd;
+}
+
+static void
+test_crash_report_is_json_lines(void **state)
+{
+    char path[] = "/tmp/apiary-test-crash-XXXXXX";
+    int fd;
+    (void)state;
+
+    fd = temp_log(path);
+    log_crash_backtrace(SIGSEGV);
+    check_crash_report(fd, SIGSEGV, "log_crash_backtrace");
+    log_set_proc("master");
+    open_logs("off", "off");
+    close(fd);
+    unlink(path);
+}
+
+static void
+on_test_crash(int signo)
+{
+    log_crash_backtrace(signo);
+    signal(signo, SIG_DFL);
+    raise(signo);
+}
+
+/* Not static: -rdynamic exports it, so its name shows in the backtrace. */
+__attribute__((noinline)) void
+test_log_crash_victim(void)
+{
+    raise(SIGBUS);
+    __asm__ volatile("" ::: "memory"); /* no tail call: keep this frame */
+}
+
+static void
+test_crash_report_from_signal_handler(void **state)
+{
+    char path[] = "/tmp/apiary-test-crash-XXXXXX";
+    int fd, status;
+    pid_t pid;
+    (void)state;
+
+    fd = temp_log(path);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_test_crash;
+        sa.sa_flags = (int)SA_RESETHAND;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGBUS, &sa, NULL);
+        test_log_crash_victim();
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS);
+    check_crash_report(fd, SIGBUS, "test_log_crash_victim");
+    log_set_proc("master");
+    open_logs("off", "off");
+    close(fd);
+    unlink(path);
+}
+
 static void
 test_levels(void **state)
 {
@@ -620,6 +757,10 @@ main(void)
                                   teardown_logs),
         cmocka_unit_test_teardown(test_loop_wakes_when_writable, teardown_logs),
         cmocka_unit_test_teardown(test_child_does_not_repeat_parent_lines,
+                                  teardown_logs),
+        cmocka_unit_test_teardown(test_crash_report_is_json_lines,
+                                  teardown_logs),
+        cmocka_unit_test_teardown(test_crash_report_from_signal_handler,
                                   teardown_logs),
     };
 
