@@ -361,6 +361,11 @@ master_run(struct config *cfg, int daemonize)
             }
             wake = deadline;
         }
+        /* the master has no loop to wake it when a blocked log pipe
+         * drains: write what it can and look again in 100 ms */
+        log_flush();
+        if (log_pending() && wake > now + 100)
+            wake = now + 100;
         if (wake != UINT64_MAX) {
             uint64_t d = wake > now ? wake - now : 0;
             ts.tv_sec = (time_t)(d / 1000);

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "pg.h"
 #include "request.h"
 #include "worker.h"
@@ -51,7 +52,7 @@ debug_worker(struct request *r, void *arg)
 {
     const struct worker *wk = arg;
     const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
-    char body[512];
+    char body[768];
     int n;
 
     n = snprintf(body, sizeof(body),
@@ -62,7 +63,7 @@ debug_worker(struct request *r, void *arg)
                  "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
                  "\"db_batches\":%llu,"
                  "\"db_batch_retries\":%llu,\"allocs\":%llu,"
-                 "\"generation\":%u}",
+                 "\"generation\":%u,\"log_dropped\":%llu}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
                  wk->conns.nconns, (unsigned long long)wk->conns.nrequests,
                  (unsigned long long)wk->yields,
@@ -74,7 +75,8 @@ debug_worker(struct request *r, void *arg)
                  ps ? ps->batched : 0u, ps ? ps->max_in_flight : 0u,
                  ps ? (unsigned long long)ps->batches : 0ULL,
                  ps ? (unsigned long long)ps->batch_retries : 0ULL,
-                 (unsigned long long)buf_allocs, wk->generation);
+                 (unsigned long long)buf_allocs, wk->generation,
+                 (unsigned long long)log_dropped_lines());
     request_reply(r, 200, body, (size_t)n, NULL, 0);
 }
 
