@@ -25,13 +25,16 @@
  *     6.3);
  *   - Content-Length is 1 to 18 plain digits; duplicates must be equal
  *     (RFC 9110 section 8.6; a comma list is "not plain digits");
- *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2).
+ *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2), and a Host
+ *     value must be one authority, host [":" port] (RFC 3986 section 3.2;
+ *     see authority_ok() for what that admits and why).
  *
  * Only the fields the server acts on are kept (as slices); the others are
  * validated and skipped, so there is no header array to size or fill.
  */
 #include "http_parse.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 enum parser_state { ST_REQUEST_LINE = 0, ST_FIELDS };
@@ -70,6 +73,27 @@ static const unsigned char tchar[256] = {
     ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
     ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
     ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+/*
+ * 1 for the bytes of a reg-name (RFC 3986 section 3.2.2) that a Host may
+ * hold: unreserved and sub-delims, except ',' (a list is not one
+ * authority).  '%' (pct-encoded) is checked apart.
+ */
+static const unsigned char regname[256] = {
+    ['-'] = 1, ['.'] = 1,  ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1,
+    ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1,
+    [';'] = 1, ['='] = 1,  ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1,  ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1,  ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1,  ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1,  ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1,  ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,  ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+    ['e'] = 1, ['f'] = 1,  ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1,  ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1,  ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1,
+    ['w'] = 1, ['x'] = 1,  ['y'] = 1, ['z'] = 1,
 };
 
 static int
@@ -167,6 +191,105 @@ lookup_method(const char *s, size_t n)
     return HTTP_METHOD_NONE;
 }
 
+/*
+ * IP-literal between its brackets (RFC 3986 section 3.2.2).  An IPv6
+ * address is checked by inet_pton() on a NUL-terminated stack copy (the
+ * longest text form fits in INET6_ADDRSTRLEN), after a byte filter so that
+ * nothing but hex digits, ':' and '.' reaches it.  A zone id (RFC 6874,
+ * "%25eth0") is refused: it names an interface of the client, not us.
+ */
+static int
+ip_literal_ok(const char *s, size_t n)
+{
+    char tmp[INET6_ADDRSTRLEN];
+    struct in6_addr addr;
+    size_t i;
+
+    if (n > 0 && (s[0] == 'v' || s[0] == 'V')) {
+        /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ),
+         * without ',' as in a reg-name */
+        for (i = 1; i < n && hexval((unsigned char)s[i]) >= 0; i++)
+            ;
+        if (i == 1 || i + 1 >= n || s[i] != '.')
+            return 0;
+        for (i++; i < n; i++)
+            if (!regname[(unsigned char)s[i]] && s[i] != ':')
+                return 0;
+        return 1;
+    }
+    if (n < 2 || n >= sizeof(tmp))
+        return 0;
+    for (i = 0; i < n; i++)
+        if (hexval((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
+            return 0;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    return inet_pton(AF_INET6, tmp, &addr) == 1;
+}
+
+/*
+ * 1 if s[0..n) is one authority = host [ ":" port ] (RFC 3986 section 3.2),
+ * the form RFC 9112 section 3.2 requires of Host and of the authority of an
+ * absolute-form target; 0 otherwise.  Deliberately refused, although some
+ * of it is RFC 3986 syntax:
+ *   - userinfo ("u@h"): RFC 9110 section 4.2.4 says to treat it as an
+ *     error, and "a@b" is how a host is smuggled past a naive check;
+ *   - an empty host, also before a port (":80"): RFC 9110 section 4.2.1
+ *     says a recipient MUST reject an http URI with an empty host (the
+ *     empty Host field value is a separate case, left to the caller);
+ *   - ',' even though it is a sub-delim: "a, b" is a list of hosts;
+ *   - %00, as in the path; other pct-encoded octets pass undecoded;
+ *   - a port that is not digits, or above 65535.
+ * An empty port ("h:") is accepted: RFC 3986 section 3.2.3 allows it and
+ * RFC 9110 section 4.2.3 makes "http://h:/" equal to "http://h/".
+ * Leading zeros in a port are accepted; the value is what is bounded.
+ */
+static int
+authority_ok(const char *s, size_t n)
+{
+    uint32_t port = 0;
+    size_t i = 0;
+
+    if (n > 0 && s[0] == '[') {
+        const char *end = memchr(s, ']', n);
+
+        if (end == NULL || !ip_literal_ok(s + 1, (size_t)(end - s) - 1))
+            return 0;
+        i = (size_t)(end - s) + 1;
+    } else {
+        while (i < n) {
+            int hi, lo;
+
+            if (regname[(unsigned char)s[i]]) {
+                i++;
+                continue;
+            }
+            if (s[i] != '%' || n - i < 3)
+                break;
+            hi = hexval((unsigned char)s[i + 1]);
+            lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                break;
+            i += 3;
+        }
+        if (i == 0)
+            return 0;
+    }
+    if (i == n)
+        return 1;
+    if (s[i] != ':')
+        return 0;
+    for (i++; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9)
+            return 0;
+        port = port * 10 + d;
+        if (port > 65535)
+            return 0;
+    }
+    return 1;
+}
+
 /* request-target bytes: visible ASCII except '#' (no fragment on the wire) */
 static int
 target_byte_ok(unsigned char c)
@@ -224,9 +347,10 @@ parse_request_line(struct http_request *req, char *s, size_t n)
     req->target.ptr = target;
     req->target.len = (uint32_t)(t1 - t0);
 
-    /* absolute-form (RFC 9112 section 3.2.2): keep only path and query */
+    /* absolute-form (RFC 9112 section 3.2.2): check the authority, then
+     * keep only path and query */
     if (target[0] != '/') {
-        size_t k = 0, tn = t1 - t0;
+        size_t k = 0, a0, tn = t1 - t0;
         if (tn == 1 && target[0] == '*' && req->method == HTTP_OPTIONS) {
             req->path.ptr = target;
             req->path.len = 1;
@@ -238,9 +362,10 @@ parse_request_line(struct http_request *req, char *s, size_t n)
             k = 8;
         else
             return HTTP_PARSE_E_TARGET;
+        a0 = k;
         while (k < tn && target[k] != '/' && target[k] != '?')
             k++;
-        if (k == tn || target[k] != '/')
+        if (k == tn || target[k] != '/' || !authority_ok(target + a0, k - a0))
             return HTTP_PARSE_E_TARGET;
         target += k;
         t0 += k;
@@ -373,6 +498,11 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
         if (eq_lower(s, "host", 4)) {
             if (p->seen & SEEN_HOST)
                 return HTTP_PARSE_E_DUP_HOST;
+            /* RFC 9112 section 3.2 allows an empty Host when the target
+             * has no authority; RFC 9112 section 3.3 then has the server
+             * use its own name, which is what we do: accepted. */
+            if (b > a && !authority_ok(v, b - a))
+                return HTTP_PARSE_E_HOST;
             p->seen |= SEEN_HOST;
             req->host = val;
         }
@@ -823,6 +953,7 @@ static const struct {
     [-HTTP_PARSE_E_BODY_TOO_LARGE] = {413, "request body too large"},
     [-HTTP_PARSE_E_CHUNK] = {400, "malformed chunked body"},
     [-HTTP_PARSE_E_PERCENT] = {400, "malformed percent-encoding"},
+    [-HTTP_PARSE_E_HOST] = {400, "invalid Host header"},
 };
 
 int

@@ -80,7 +80,8 @@ enum {
     HTTP_PARSE_E_BODY_TOO_LARGE = -26, /* 413 body over limit */
     HTTP_PARSE_E_CHUNK = -27,          /* 400 malformed chunked body */
     HTTP_PARSE_E_PERCENT = -28,        /* 400 bad %XX or %00 in path */
-    HTTP_PARSE_E_LAST = -28
+    HTTP_PARSE_E_HOST = -29,           /* 400 Host is not one authority */
+    HTTP_PARSE_E_LAST = -29
 };
 
 struct http_slice {
@@ -112,7 +113,7 @@ struct http_request {
     struct http_slice path;        /* percent-decoded; starts with '/',
                                       or is "*" for OPTIONS */
     struct http_slice query;       /* raw, without '?'; len 0 if none */
-    struct http_slice host;
+    struct http_slice host;        /* empty, or one valid authority */
     struct http_slice content_type;
     struct http_slice accept_encoding;
     struct http_slice authorization;

@@ -14,8 +14,9 @@
  *
  * Invariants (abort() when violated): results are AGAIN, a known error code
  * or a length <= len; slices lie inside the header section; the path starts
- * with '/' (or is "*" for OPTIONS) and holds no NUL; framing fields agree
- * with each other; the chunked decoder's out <= in <= len.
+ * with '/' (or is "*" for OPTIONS) and holds no NUL; a Host holds none of
+ * the bytes that make it more than one authority (SP, '@', '/', ','); framing
+ * fields agree with each other; the chunked decoder's out <= in <= len.
  *
  * http_percent_decode() is checked against a plain reference decoder, and
  * http_query_next() is run over the whole input as a query string.
@@ -138,6 +139,10 @@ check_request(const struct http_request *req, const char *buf, ssize_t r,
     CHECK(memchr(req->path.ptr, '\0', req->path.len) == NULL);
     CHECK(req->path.len <= req->target.len);
     CHECK(req->query.len < req->target.len);
+    for (uint32_t i = 0; i < req->host.len; i++) {
+        CHECK(req->host.ptr[i] != ' ' && req->host.ptr[i] != '@' &&
+              req->host.ptr[i] != '/' && req->host.ptr[i] != ',');
+    }
 }
 
 static void

@@ -1,0 +1,86 @@
+"""HTTP strictness of issue 6 (SPEC 3; RFC 9110, RFC 9112, RFC 3986),
+black-box against a real apiaryd, over raw sockets.
+
+A rejected request gets its status, the JSON error shape, `Connection:
+close` and a closed connection, and the workers survive it (same pids).  An
+accepted one is answered on a keep-alive connection that then serves the
+next request, which shows the parser did not stop at it.  The fixtures
+check after each test that the server still answers and leaks no
+descriptor."""
+import pytest
+
+from conftest import assert_json_error, get
+
+
+def assert_rejected(server, data, status, words=None):
+    """data gets `status` and the connection is closed; returns the
+    response.  words, when given, must appear in the error message."""
+    pids = server.workers()
+    with server.connect() as c:
+        c.send(data)
+        r = c.read_final_response()
+        assert_json_error(r, status)
+        assert r.header("Connection") == "close", r
+        if words is not None:
+            assert words in r.json()["error"]["message"], r
+        c.assert_closed()
+    assert server.workers() == pids, "a worker died or was replaced"
+    return r
+
+
+def assert_health_after(c):
+    """The connection still serves GET /health."""
+    r = c.request(get("/health"))
+    assert r.status == 200 and r.json() == {"status": "ok"}, r
+
+
+# ---- Host is one authority (RFC 9112 3.2, RFC 3986 3.2) ----
+
+BAD_HOSTS = [
+    ("issue-example", b"a b/c@d"),
+    ("userinfo", b"user@a"),
+    ("userinfo-password", b"u:p@a:80"),
+    ("path", b"a/b"),
+    ("space", b"a b"),
+    ("list", b"a, b"),
+    ("list-no-space", b"a,b"),
+    ("port-letters", b"a:http"),
+    ("port-65536", b"a:65536"),
+    ("port-huge", b"a:" + b"9" * 30),
+    ("two-ports", b"a:1:2"),
+    ("empty-host-with-port", b":8080"),
+    ("ipv6-unbracketed", b"::1"),
+    ("ipv6-unclosed", b"[::1"),
+    ("ipv6-bad", b"[::g]"),
+    ("ipv6-zone-id", b"[fe80::1%25eth0]"),
+    ("bad-pct", b"a%zz"),
+    ("query", b"a?b"),
+    ("non-ascii", "caf\u00e9".encode()),
+]
+
+
+@pytest.mark.parametrize("host", [h for _, h in BAD_HOSTS],
+                         ids=[i for i, _ in BAD_HOSTS])
+def test_invalid_host_is_400(server, host):
+    assert_rejected(server, b"GET /health HTTP/1.1\r\nHost: " + host + b"\r\n\r\n",
+                    400, "Host")
+
+
+def test_invalid_absolute_form_authority_is_400(server):
+    assert_rejected(server, b"GET http://u@x/health HTTP/1.1\r\nHost: x\r\n\r\n",
+                    400)
+
+
+GOOD_HOSTS = [b"x", b"x:8080", b"127.0.0.1:80", b"[::1]", b"[::1]:8080",
+              b"[::ffff:192.0.2.1]:443", b"api.example.", b"xn--caf-dma.example",
+              b"a:", b"a:65535", b""]
+
+
+def test_valid_hosts_are_served(server):
+    """Every form of authority, and the empty Host (accepted: RFC 9112 3.2
+    and 3.3), on one keep-alive connection."""
+    with server.connect() as c:
+        for host in GOOD_HOSTS:
+            r = c.request(b"GET /health HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            assert r.status == 200, (host, r)
+        assert_health_after(c)
