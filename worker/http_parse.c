@@ -25,6 +25,7 @@
  *     6.3);
  *   - Content-Length is 1 to 18 plain digits; duplicates must be equal
  *     (RFC 9110 section 8.6; a comma list is "not plain digits");
+ *   - the path is percent-decoded, but %2F stays encoded (see finish());
  *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2), and a Host
  *     value must be one authority, host [":" port] (RFC 3986 section 3.2;
  *     see authority_ok() for what that admits and why).
@@ -553,6 +554,51 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
     return 0;
 }
 
+/*
+ * Percent-decodes s[0..len) in place (the output never outruns the input).
+ * With keep_slash, %2F and %2f are copied as they are instead of becoming
+ * '/': see finish() for why the path needs that.  Without plus_space the
+ * bytes before the first '%' are left alone, found by memchr().
+ */
+static ssize_t
+decode(char *s, size_t len, bool plus_space, bool keep_slash)
+{
+    size_t i = 0, o;
+
+    if (len == 0)
+        return 0; /* s may be NULL then, which memchr() must not see */
+    if (!plus_space) {
+        const char *pct = memchr(s, '%', len);
+        if (pct == NULL)
+            return (ssize_t)len;
+        i = (size_t)(pct - s);
+    }
+    for (o = i; i < len; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi, lo;
+            if (len - i < 3)
+                return HTTP_PARSE_E_PERCENT;
+            hi = hexval((unsigned char)s[i + 1]);
+            lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                return HTTP_PARSE_E_PERCENT;
+            ch = (char)(hi << 4 | lo);
+            if (ch == '/' && keep_slash) {
+                /* o <= i: each byte is read before it can be overwritten */
+                s[o++] = '%';
+                s[o++] = s[i + 1];
+                ch = s[i + 2];
+            }
+            i += 2;
+        } else if (ch == '+' && plus_space) {
+            ch = ' ';
+        }
+        s[o++] = ch;
+    }
+    return (ssize_t)o;
+}
+
 /* Whole header section seen: apply the rules that need all fields. */
 static ssize_t
 finish(struct http_parser *p, struct http_request *req,
@@ -590,8 +636,20 @@ finish(struct http_parser *p, struct http_request *req,
         req->keep_alive = (p->conn_tokens & CONN_KEEP_ALIVE) &&
                           !(p->conn_tokens & CONN_CLOSE);
 
+    /*
+     * SPEC 3, issue 6: %2F never becomes a path separator before routing.
+     * RFC 3986 section 2.2: an encoded reserved character is data, not a
+     * delimiter, so "/users%2F1" has one segment, "users/1", and must not
+     * reach the route /users/{id}.  The three bytes stay encoded in the
+     * decoded path rather than the request being refused: it is well
+     * formed, so 400 would be wrong, and no route has a segment that can
+     * hold a '/', so the router answers 404 (Apache httpd's default,
+     * AllowEncodedSlashes Off, also answers 404).  The price: the decoded
+     * path reads "%2F" for both "%2F" and "%252F"; no route tells them
+     * apart either.
+     */
     if (req->path.len > 1 || req->path.ptr[0] != '*') {
-        n = http_percent_decode(req->path.ptr, req->path.len, false);
+        n = decode(req->path.ptr, req->path.len, false, true);
         if (n < 0)
             return n;
         req->path.len = (uint32_t)n;
@@ -858,26 +916,7 @@ http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
 ssize_t
 http_percent_decode(char *s, size_t len, bool plus_space)
 {
-    size_t i, o = 0;
-
-    for (i = 0; i < len; i++) {
-        char ch = s[i];
-        if (ch == '%') {
-            int hi, lo;
-            if (len - i < 3)
-                return HTTP_PARSE_E_PERCENT;
-            hi = hexval((unsigned char)s[i + 1]);
-            lo = hexval((unsigned char)s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi | lo) == 0)
-                return HTTP_PARSE_E_PERCENT;
-            ch = (char)(hi << 4 | lo);
-            i += 2;
-        } else if (ch == '+' && plus_space) {
-            ch = ' ';
-        }
-        s[o++] = ch;
-    }
-    return (ssize_t)o;
+    return decode(s, len, plus_space, false);
 }
 
 int

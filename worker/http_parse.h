@@ -12,7 +12,8 @@
  * not move and the bytes already passed in must not change, because the
  * request holds pointers into them.  The slices stay valid until the caller
  * reuses that part of the buffer.  On completion the path is percent-decoded
- * in place (it can only shrink), so the buffer must be writable.
+ * in place (it can only shrink), so the buffer must be writable; %2F (either
+ * case) is left encoded there, so that it can never split a segment.
  *
  * Everything SPEC section 3 calls ambiguous framing is an error here, never a
  * guess: Content-Length together with Transfer-Encoding, differing duplicate
@@ -110,8 +111,9 @@ struct http_request {
     struct http_slice method_name; /* as sent, for logs */
     struct http_slice target;      /* request-target; its bytes overlap
                                       the decoded path once complete */
-    struct http_slice path;        /* percent-decoded; starts with '/',
-                                      or is "*" for OPTIONS */
+    struct http_slice path;        /* percent-decoded but for %2F;
+                                      starts with '/', or is "*" for
+                                      OPTIONS */
     struct http_slice query;       /* raw, without '?'; len 0 if none */
     struct http_slice host;        /* empty, or one valid authority */
     struct http_slice content_type;
@@ -187,7 +189,9 @@ ssize_t http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
 /*
  * Percent-decodes s[0..len) in place.  With plus_space, '+' becomes ' '
  * (query strings).  Returns the new length, or HTTP_PARSE_E_PERCENT for a
- * truncated or non-hex escape or an escaped NUL.
+ * truncated or non-hex escape or an escaped NUL.  Every escape is decoded,
+ * %2F included: this is for data such as query values; the request path
+ * is decoded by http_parse_request(), which keeps %2F.
  */
 ssize_t http_percent_decode(char *s, size_t len, bool plus_space);
 

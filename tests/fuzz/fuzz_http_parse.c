@@ -14,7 +14,8 @@
  *
  * Invariants (abort() when violated): results are AGAIN, a known error code
  * or a length <= len; slices lie inside the header section; the path starts
- * with '/' (or is "*" for OPTIONS) and holds no NUL; a Host holds none of
+ * with '/' (or is "*" for OPTIONS), holds no NUL and as many '/' as the
+ * raw path (%2F is never decoded into one); a Host holds none of
  * the bytes that make it more than one authority (SP, '@', '/', ','); framing
  * fields agree with each other; the chunked decoder's out <= in <= len.
  *
@@ -143,6 +144,24 @@ check_request(const struct http_request *req, const char *buf, ssize_t r,
         CHECK(req->host.ptr[i] != ' ' && req->host.ptr[i] != '@' &&
               req->host.ptr[i] != '/' && req->host.ptr[i] != ',');
     }
+}
+
+/* %2F stays encoded: the decoded path has as many '/' as the raw one. */
+static void
+check_path_slashes(const struct http_request *req, const char *buf,
+                   const uint8_t *raw)
+{
+    size_t i = (size_t)(req->path.ptr - buf);
+    size_t end = (size_t)(req->target.ptr - buf) + req->target.len;
+    size_t nraw = 0, ndecoded = 0;
+
+    for (; i < end && raw[i] != '?'; i++) {
+        nraw += raw[i] == '/';
+    }
+    for (i = 0; i < req->path.len; i++) {
+        ndecoded += req->path.ptr[i] == '/';
+    }
+    CHECK(nraw == ndecoded);
 }
 
 static void
@@ -342,6 +361,7 @@ run_connection(const uint8_t *data, size_t size, const struct http_limits *lim)
         CHECK(at >= (size_t)r);
         CHECK(b == NULL || bat == (size_t)r);
         check_request(&rw, w + off, r, lim);
+        check_path_slashes(&rw, w + off, data + off);
         same_request(&rw, w + off, &rs, s + off);
         if (b != NULL) {
             same_request(&rw, w + off, &rb, b + off);

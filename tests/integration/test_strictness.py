@@ -84,3 +84,25 @@ def test_valid_hosts_are_served(server):
             r = c.request(b"GET /health HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
             assert r.status == 200, (host, r)
         assert_health_after(c)
+
+
+# ---- %2F is never a path separator (SPEC 3; RFC 3986 2.2) ----
+
+
+@pytest.mark.parametrize("path", ["/users%2F1", "/users%2f1", "/health%2F",
+                                  "/%2Fhealth", "/users%2F1%2Forders"])
+def test_encoded_slash_is_not_a_separator(server, path):
+    """The path stays encoded where %2F was, so no route matches it: 404
+    (not the /users/{id} route), on a connection that stays open."""
+    with server.connect() as c:
+        r = c.request(get(path))
+        assert_json_error(r, 404)
+        assert "%2" in r.json()["error"]["message"], r
+        assert r.header("Connection") != "close", r
+        assert_health_after(c)
+
+
+def test_other_escapes_are_still_decoded(server):
+    with server.connect() as c:
+        r = c.request(get("/%68ealth"))
+        assert r.status == 200 and r.json() == {"status": "ok"}, r
