@@ -15,6 +15,8 @@
  *     (RFC 9112 section 3);
  *   - HTTP/1.x with x > 1 is served as HTTP/1.1, other majors get 505
  *     (RFC 9110 section 2.5);
+ *   - an unknown method, and CONNECT whatever its target, is 501 (RFC 9110
+ *     section 9.1);
  *   - field-name is a token and the colon follows it directly (RFC 9112
  *     section 5.1: whitespace before the colon is a 400);
  *   - a line starting with SP or HTAB is obs-fold: 400 (section 5.2);
@@ -342,6 +344,11 @@ parse_request_line(struct http_request *req, char *s, size_t n)
 
     req->method = lookup_method(s, m);
     if (req->method == HTTP_METHOD_NONE)
+        return HTTP_PARSE_E_UNKNOWN_METHOD;
+    /* CONNECT asks for a tunnel (RFC 9110 section 9.3.6), which we never
+     * open: 501 like any method we do not implement (SPEC 3), decided
+     * before the target so that its authority-form does not make it 400 */
+    if (req->method == HTTP_CONNECT)
         return HTTP_PARSE_E_UNKNOWN_METHOD;
 
     target = s + t0;

@@ -33,6 +33,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* HTTP_CONNECT is named (for logs) but never parsed: it is a 501. */
 enum http_method {
     HTTP_METHOD_NONE = 0,
     HTTP_GET,
@@ -56,7 +57,7 @@ enum {
     HTTP_PARSE_AGAIN = -1,
     HTTP_PARSE_E_REQUEST_LINE = -2,        /* 400 malformed request line */
     HTTP_PARSE_E_METHOD = -3,              /* 400 method is not a token */
-    HTTP_PARSE_E_UNKNOWN_METHOD = -4,      /* 501 token, but not a method */
+    HTTP_PARSE_E_UNKNOWN_METHOD = -4,      /* 501 not a method we serve */
     HTTP_PARSE_E_TARGET = -5,              /* 400 bad request-target */
     HTTP_PARSE_E_VERSION = -6,             /* 400 malformed HTTP-version */
     HTTP_PARSE_E_VERSION_UNSUPP = -7,      /* 505 HTTP/0.9, HTTP/2.0 ... */

@@ -13,7 +13,8 @@
  * paths get exercised by short inputs.
  *
  * Invariants (abort() when violated): results are AGAIN, a known error code
- * or a length <= len; slices lie inside the header section; the path starts
+ * or a length <= len; CONNECT never parses (it is a 501); slices lie inside
+ * the header section; the path starts
  * with '/' (or is "*" for OPTIONS), holds no NUL and as many '/' as the
  * raw path (%2F is never decoded into one); a Host holds none of
  * the bytes that make it more than one authority (SP, '@', '/', ','); framing
@@ -110,6 +111,7 @@ check_request(const struct http_request *req, const char *buf, ssize_t r,
     CHECK(r > 0);
     CHECK(req->header_bytes == (uint32_t)r);
     CHECK(req->method > HTTP_METHOD_NONE && req->method < HTTP_METHOD_COUNT);
+    CHECK(req->method != HTTP_CONNECT);
     name = http_method_name(req->method);
     CHECK(req->method_name.len == strlen(name) &&
           memcmp(req->method_name.ptr, name, req->method_name.len) == 0);

@@ -106,3 +106,15 @@ def test_other_escapes_are_still_decoded(server):
     with server.connect() as c:
         r = c.request(get("/%68ealth"))
         assert r.status == 200 and r.json() == {"status": "ok"}, r
+
+
+# ---- CONNECT is 501 whatever its target (SPEC 3) ----
+
+
+@pytest.mark.parametrize("target", [b"x:443", b"[::1]:443", b"/health",
+                                    b"http://x/health", b"*"],
+                         ids=["authority", "ipv6-authority", "origin",
+                              "absolute", "asterisk"])
+def test_connect_is_501(server, target):
+    assert_rejected(server, b"CONNECT " + target + b" HTTP/1.1\r\nHost: x:443\r\n\r\n",
+                    501)
