@@ -118,3 +118,18 @@ def test_other_escapes_are_still_decoded(server):
 def test_connect_is_501(server, target):
     assert_rejected(server, b"CONNECT " + target + b" HTTP/1.1\r\nHost: x:443\r\n\r\n",
                     501)
+
+
+# ---- OPTIONS * parses (RFC 9112 3.2.4) ----
+
+
+def test_options_asterisk_is_not_a_parse_error(server):
+    """The parser accepts OPTIONS * (path "*"); what answers it is the
+    router's business (SPEC 3 wants 200 with Allow), so this test only
+    requires an answer that is no parse error on a connection that stays
+    open and serves the next request."""
+    with server.connect() as c:
+        r = c.request(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert r.status not in (400, 501) and r.status < 500, r
+        assert r.header("Connection") != "close", r
+        assert_health_after(c)
