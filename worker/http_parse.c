@@ -30,7 +30,10 @@
  *   - the path is percent-decoded, but %2F stays encoded (see finish());
  *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2), and a Host
  *     value must be one authority, host [":" port] (RFC 3986 section 3.2;
- *     see authority_ok() for what that admits and why).
+ *     see authority_ok() for what that admits and why);
+ *   - Authorization, Content-Type, Idempotency-Key and X-Request-Id may
+ *     occur once (RFC 9110 section 5.3: not lists); a second one is a 400
+ *     with its own code (see set_once()).
  *
  * Only the fields the server acts on are kept (as slices); the others are
  * validated and skipped, so there is no header array to size or fill.
@@ -461,6 +464,22 @@ conn_item(void *arg, const char *s, size_t n)
         p->conn_tokens |= CONN_KEEP_ALIVE;
 }
 
+/*
+ * Keeps a field that may occur once.  SPEC 3 (issue 6): a second one gets
+ * the error code dup, never "last one wins": a proxy that keeps the first
+ * and a server that keeps the last would act on different credentials.
+ * A slice that was set has a non-NULL ptr, even for an empty value (it
+ * points into the buffer), and http_parser_init() cleared them all.
+ */
+static ssize_t
+set_once(struct http_slice *dst, struct http_slice val, ssize_t dup)
+{
+    if (dst->ptr != NULL)
+        return dup;
+    *dst = val;
+    return 0;
+}
+
 static ssize_t
 parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
 {
@@ -531,13 +550,15 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
         break;
     case 12:
         if (eq_lower(s, "content-type", 12))
-            req->content_type = val;
-        else if (eq_lower(s, "x-request-id", 12))
-            req->request_id = val;
+            return set_once(&req->content_type, val,
+                            HTTP_PARSE_E_DUP_CONTENT_TYPE);
+        if (eq_lower(s, "x-request-id", 12))
+            return set_once(&req->request_id, val, HTTP_PARSE_E_DUP_REQUEST_ID);
         break;
     case 13:
         if (eq_lower(s, "authorization", 13))
-            req->authorization = val;
+            return set_once(&req->authorization, val,
+                            HTTP_PARSE_E_DUP_AUTHORIZATION);
         break;
     case 14:
         if (eq_lower(s, "content-length", 14))
@@ -547,7 +568,8 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
         if (eq_lower(s, "accept-encoding", 15))
             req->accept_encoding = val;
         else if (eq_lower(s, "idempotency-key", 15))
-            req->idempotency_key = val;
+            return set_once(&req->idempotency_key, val,
+                            HTTP_PARSE_E_DUP_IDEMPOTENCY_KEY);
         break;
     case 17:
         if (eq_lower(s, "transfer-encoding", 17)) {
@@ -1000,6 +1022,11 @@ static const struct {
     [-HTTP_PARSE_E_CHUNK] = {400, "malformed chunked body"},
     [-HTTP_PARSE_E_PERCENT] = {400, "malformed percent-encoding"},
     [-HTTP_PARSE_E_HOST] = {400, "invalid Host header"},
+    [-HTTP_PARSE_E_DUP_AUTHORIZATION] = {400, "duplicate Authorization header"},
+    [-HTTP_PARSE_E_DUP_CONTENT_TYPE] = {400, "duplicate Content-Type header"},
+    [-HTTP_PARSE_E_DUP_IDEMPOTENCY_KEY] = {400,
+                                           "duplicate Idempotency-Key header"},
+    [-HTTP_PARSE_E_DUP_REQUEST_ID] = {400, "duplicate X-Request-Id header"},
 };
 
 int

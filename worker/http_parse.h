@@ -18,9 +18,11 @@
  * Everything SPEC section 3 calls ambiguous framing is an error here, never a
  * guess: Content-Length together with Transfer-Encoding, differing duplicate
  * Content-Length, non-digit or overflowing lengths, obs-fold, whitespace
- * before the colon, bare CR, bare LF, chunked not final.  Each error has its
- * own code; http_parse_status() and http_parse_message() map it to the
- * response status and a short human-readable reason.
+ * before the colon, bare CR, bare LF, chunked not final.  So is a second
+ * Host, Authorization, Content-Type, Idempotency-Key or X-Request-Id: no
+ * "last one wins".  Each error has its own code; http_parse_status() and
+ * http_parse_message() map it to the response status and a short
+ * human-readable reason.
  *
  * Chunked bodies are decoded by a separate incremental decoder,
  * http_chunked_decode(), that works in place on the body region.
@@ -83,7 +85,13 @@ enum {
     HTTP_PARSE_E_CHUNK = -27,          /* 400 malformed chunked body */
     HTTP_PARSE_E_PERCENT = -28,        /* 400 bad %XX or %00 in path */
     HTTP_PARSE_E_HOST = -29,           /* 400 Host is not one authority */
-    HTTP_PARSE_E_LAST = -29
+
+    /* 400: a second field line of a field that may occur once */
+    HTTP_PARSE_E_DUP_AUTHORIZATION = -30,
+    HTTP_PARSE_E_DUP_CONTENT_TYPE = -31,
+    HTTP_PARSE_E_DUP_IDEMPOTENCY_KEY = -32,
+    HTTP_PARSE_E_DUP_REQUEST_ID = -33, /* X-Request-Id */
+    HTTP_PARSE_E_LAST = -33
 };
 
 struct http_slice {

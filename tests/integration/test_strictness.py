@@ -133,3 +133,38 @@ def test_options_asterisk_is_not_a_parse_error(server):
         assert r.status not in (400, 501) and r.status < 500, r
         assert r.header("Connection") != "close", r
         assert_health_after(c)
+
+
+# ---- fields that may occur once: never "last one wins" (SPEC 3) ----
+
+ONCE_FIELDS = [
+    (b"Authorization", b"Bearer a", b"Bearer b"),
+    (b"Content-Type", b"application/json", b"text/plain"),
+    (b"Idempotency-Key", b"k1", b"k2"),
+    (b"X-Request-Id", b"r1", b"r2"),
+]
+
+
+@pytest.mark.parametrize("name,v1,v2", ONCE_FIELDS,
+                         ids=[f[0].decode() for f in ONCE_FIELDS])
+def test_field_sent_twice_is_400(server, name, v1, v2):
+    assert_rejected(server, get("/health", extra=name + b": " + v1 + b"\r\n"
+                                + name + b": " + v2 + b"\r\n"),
+                    400, "duplicate " + name.decode())
+
+
+@pytest.mark.parametrize("name,v1,v2", ONCE_FIELDS,
+                         ids=[f[0].decode() for f in ONCE_FIELDS])
+def test_field_sent_twice_with_same_value_is_400(server, name, v1, v2):
+    assert_rejected(server, get("/health", extra=name + b": " + v1 + b"\r\n"
+                                + name.lower() + b": " + v1 + b"\r\n"),
+                    400, "duplicate " + name.decode())
+
+
+def test_fields_sent_once_are_served(server):
+    with server.connect() as c:
+        extra = b"".join(n + b": " + v + b"\r\n" for n, v, _ in ONCE_FIELDS)
+        r = c.request(get("/health", extra=extra))
+        assert r.status == 200, r
+        assert r.header("X-Request-Id") in (None, "r1"), r
+        assert_health_after(c)

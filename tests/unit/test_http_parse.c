@@ -96,6 +96,10 @@ static const char *const code_names[] = {
     "E_CHUNK",
     "E_PERCENT",
     "E_HOST",
+    "E_DUP_AUTHORIZATION",
+    "E_DUP_CONTENT_TYPE",
+    "E_DUP_IDEMPOTENCY_KEY",
+    "E_DUP_REQUEST_ID",
 };
 
 static const char *
@@ -1070,6 +1074,43 @@ static struct err_case err_cases[] = {
     {"absolute-form list", S(REQ11("GET", "http://a,b/") "\r\n"), E(TARGET)},
     {"absolute-form IPv6 unclosed", S(REQ11("GET", "http://[::1/") "\r\n"),
      E(TARGET)},
+
+    /* fields that may occur once: never "last one wins" (SPEC 3, issue 6) */
+    {"duplicate Authorization",
+     S(GET11 "Authorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n"),
+     E(DUP_AUTHORIZATION)},
+    {"duplicate Authorization, same value, other case",
+     S(GET11 "Authorization: Bearer a\r\nAUTHORIZATION: Bearer a\r\n\r\n"),
+     E(DUP_AUTHORIZATION)},
+    {"duplicate Authorization, first one empty",
+     S(GET11 "Authorization:\r\nAuthorization: Bearer a\r\n\r\n"),
+     E(DUP_AUTHORIZATION)},
+    {"duplicate Authorization, both empty",
+     S(GET11 "Authorization: \r\nauthorization:\r\n\r\n"),
+     E(DUP_AUTHORIZATION)},
+    {"duplicate Content-Type",
+     S(GET11 "Content-Type: application/json\r\nContent-Type: text/plain"
+             "\r\n\r\n"),
+     E(DUP_CONTENT_TYPE)},
+    {"duplicate Content-Type, fields between",
+     S(GET11 "content-type: a/b\r\nX-A: 1\r\nContent-Length: 0\r\n"
+             "Content-type: a/b\r\n\r\n"),
+     E(DUP_CONTENT_TYPE)},
+    {"duplicate Idempotency-Key",
+     S(GET11 "Idempotency-Key: k1\r\nIdempotency-Key: k2\r\n\r\n"),
+     E(DUP_IDEMPOTENCY_KEY)},
+    {"duplicate Idempotency-Key, same value",
+     S(GET11 "idempotency-key: k1\r\nIdempotency-Key: k1\r\n\r\n"),
+     E(DUP_IDEMPOTENCY_KEY)},
+    {"duplicate X-Request-Id",
+     S(GET11 "X-Request-Id: r1\r\nX-Request-Id: r2\r\n\r\n"),
+     E(DUP_REQUEST_ID)},
+    {"duplicate X-Request-Id, other case",
+     S(GET11 "X-Request-Id: r1\r\nx-request-id: r1\r\n\r\n"),
+     E(DUP_REQUEST_ID)},
+    {"duplicate X-Request-Id in http10",
+     S("GET / HTTP/1.0\r\nX-Request-Id: r1\r\nX-Request-Id: r2\r\n\r\n"),
+     E(DUP_REQUEST_ID)},
 
     /* Content-Length (RFC 9110 8.6, RFC 9112 6.3) */
     {"content-length +5", S(GET11 "Content-Length: +5\r\n\r\n"),
@@ -2073,6 +2114,10 @@ static const int want_status[] = {
     [-HTTP_PARSE_E_CHUNK] = 400,
     [-HTTP_PARSE_E_PERCENT] = 400,
     [-HTTP_PARSE_E_HOST] = 400,
+    [-HTTP_PARSE_E_DUP_AUTHORIZATION] = 400,
+    [-HTTP_PARSE_E_DUP_CONTENT_TYPE] = 400,
+    [-HTTP_PARSE_E_DUP_IDEMPOTENCY_KEY] = 400,
+    [-HTTP_PARSE_E_DUP_REQUEST_ID] = 400,
 };
 
 static void
