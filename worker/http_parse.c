@@ -31,6 +31,8 @@
  *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2), and a Host
  *     value must be one authority, host [":" port] (RFC 3986 section 3.2;
  *     see authority_ok() for what that admits and why);
+ *   - a chunk-size line is hex digits, then extensions or CRLF, with no
+ *     whitespace and no empty extension (see ext_byte());
  *   - Authorization, Content-Type, Idempotency-Key and X-Request-Id may
  *     occur once (RFC 9110 section 5.3: not lists); a second one is a 400
  *     with its own code (see set_once()).
@@ -790,12 +792,17 @@ http_parse_request(struct http_parser *p, struct http_request *req, char *buf,
 /* ---- chunked bodies (RFC 9112 section 7.1) ---- */
 
 enum chunk_state {
-    CH_SIZE = 0, /* hex digits */
-    CH_SIZE_WS,  /* BWS after the digits */
-    CH_EXT,      /* chunk extension, skipped */
-    CH_SIZE_LF,  /* CR seen, LF expected */
-    CH_DATA,     /* chunk_left data bytes */
-    CH_DATA_CR,  /* CRLF after data */
+    CH_SIZE = 0,      /* hex digits */
+    CH_EXT_NAME,      /* after ';': the first byte of a name */
+    CH_EXT_NAME_MORE, /* more of the name, '=', ';' or CR */
+    CH_EXT_VALUE,     /* after '=': a token or a quoted-string */
+    CH_EXT_TOKEN,     /* more of a token value, ';' or CR */
+    CH_EXT_QUOTED,    /* inside a quoted-string */
+    CH_EXT_QPAIR,     /* after a backslash in it */
+    CH_EXT_QEND,      /* after the closing quote: ';' or CR */
+    CH_SIZE_LF,       /* CR seen, LF expected */
+    CH_DATA,          /* chunk_left data bytes */
+    CH_DATA_CR,       /* CRLF after data */
     CH_DATA_LF,
     CH_TRAILER, /* start of a trailer line or the final CRLF */
     CH_TRAILER_LINE,
@@ -806,6 +813,69 @@ enum chunk_state {
 
 #define CHUNK_LINE_MAX 4096
 #define CHUNK_TRAILER_MAX 16384
+
+/*
+ * One byte of the chunk extensions, c->state being one of CH_EXT_*:
+ *   chunk-ext = *( ";" token [ "=" ( token / quoted-string ) ] )
+ * which is RFC 9112 section 7.1.1 without its BWS.  Returns 0, with the CR
+ * that ends the line moving to CH_SIZE_LF, or -1 for a byte the grammar
+ * does not allow there: whitespace, an empty name or value ("5;", "5;;a",
+ * "5;=v", "5;a="), a control byte.  SPEC 3 rejects what RFC 9112 lets a
+ * recipient tolerate here, because parsers that skip such bytes and parsers
+ * that stop at them disagree on where the chunk data starts (smuggling).
+ */
+static int
+ext_byte(struct http_chunked *c, unsigned char ch)
+{
+    switch (c->state) {
+    case CH_EXT_NAME:
+        if (!tchar[ch])
+            return -1;
+        c->state = CH_EXT_NAME_MORE;
+        return 0;
+    case CH_EXT_VALUE:
+        if (tchar[ch])
+            c->state = CH_EXT_TOKEN;
+        else if (ch == '"')
+            c->state = CH_EXT_QUOTED;
+        else
+            return -1;
+        return 0;
+    case CH_EXT_NAME_MORE:
+        if (tchar[ch])
+            return 0;
+        if (ch == '=') {
+            c->state = CH_EXT_VALUE;
+            return 0;
+        }
+        break;
+    case CH_EXT_TOKEN:
+        if (tchar[ch])
+            return 0;
+        break;
+    case CH_EXT_QUOTED:
+    case CH_EXT_QPAIR:
+        /* qdtext and quoted-pair: HTAB, SP, VCHAR, obs-text */
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return -1;
+        if (c->state == CH_EXT_QPAIR)
+            c->state = CH_EXT_QUOTED;
+        else if (ch == '"')
+            c->state = CH_EXT_QEND;
+        else if (ch == '\\')
+            c->state = CH_EXT_QPAIR;
+        return 0;
+    default: /* CH_EXT_QEND */
+        break;
+    }
+    if (ch == ';')
+        c->state = CH_EXT_NAME;
+    else if (ch == '\r')
+        c->state = CH_SIZE_LF;
+    else
+        return -1;
+    return 0;
+}
 
 void
 http_chunked_init(struct http_chunked *c)
@@ -833,32 +903,27 @@ http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
                 in++;
                 break;
             }
+            /* the digits end at ';' or CR: whitespace after them (BWS in
+             * RFC 9112 section 7.1.1) is refused, see ext_byte() */
             if (c->digits == 0)
                 return HTTP_PARSE_E_CHUNK;
-            c->state = CH_SIZE_WS;
-            /* fall through */
-        case CH_SIZE_WS:
-            if (ch == ' ' || ch == '\t') {
-                if (++c->line_bytes > CHUNK_LINE_MAX)
-                    return HTTP_PARSE_E_CHUNK;
-                in++;
-            } else if (ch == ';') {
-                c->state = CH_EXT;
-                in++;
-            } else if (ch == '\r') {
+            if (ch == ';')
+                c->state = CH_EXT_NAME;
+            else if (ch == '\r')
                 c->state = CH_SIZE_LF;
-                in++;
-            } else {
+            else
                 return HTTP_PARSE_E_CHUNK;
-            }
+            in++;
             break;
-        case CH_EXT:
-            if (ch == '\r') {
-                c->state = CH_SIZE_LF;
-            } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f ||
-                       ++c->line_bytes > CHUNK_LINE_MAX) {
+        case CH_EXT_NAME:
+        case CH_EXT_NAME_MORE:
+        case CH_EXT_VALUE:
+        case CH_EXT_TOKEN:
+        case CH_EXT_QUOTED:
+        case CH_EXT_QPAIR:
+        case CH_EXT_QEND:
+            if (++c->line_bytes > CHUNK_LINE_MAX || ext_byte(c, ch) < 0)
                 return HTTP_PARSE_E_CHUNK;
-            }
             in++;
             break;
         case CH_SIZE_LF:

@@ -168,3 +168,40 @@ def test_fields_sent_once_are_served(server):
         assert r.status == 200, r
         assert r.header("X-Request-Id") in (None, "r1"), r
         assert_health_after(c)
+
+
+# ---- chunked framing: what RFC 9112 lets a recipient tolerate (SPEC 3) ----
+
+
+def chunked(body):
+    """GET /health (a route that reads and ignores a body) with a chunked
+    body."""
+    return get("/health", extra=b"Transfer-Encoding: chunked\r\n") + body
+
+
+BAD_CHUNK_LINES = [
+    ("space-after-size", b"5 \r\nhello\r\n0\r\n\r\n"),
+    ("tab-after-size", b"5\t\r\nhello\r\n0\r\n\r\n"),
+    ("space-before-ext", b"5 ;a=b\r\nhello\r\n0\r\n\r\n"),
+    ("tab-before-ext", b"5\t;a=b\r\nhello\r\n0\r\n\r\n"),
+    ("space-after-last-chunk-size", b"5\r\nhello\r\n0 \r\n\r\n"),
+    ("bare-semicolon", b"5;\r\nhello\r\n0\r\n\r\n"),
+    ("bare-semicolon-last-chunk", b"0;\r\n\r\n"),
+    ("empty-ext-name", b"5;=v\r\nhello\r\n0\r\n\r\n"),
+    ("empty-ext-between", b"5;a;;b\r\nhello\r\n0\r\n\r\n"),
+    ("empty-ext-value", b"5;a=\r\nhello\r\n0\r\n\r\n"),
+    ("space-in-ext", b"5; a=b\r\nhello\r\n0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("body", [b for _, b in BAD_CHUNK_LINES],
+                         ids=[i for i, _ in BAD_CHUNK_LINES])
+def test_lenient_chunk_line_is_400(server, body):
+    assert_rejected(server, chunked(body), 400)
+
+
+def test_strict_chunk_extensions_are_served(server):
+    with server.connect() as c:
+        r = c.request(chunked(b'5;a=b;c;d="x \\"y\\""\r\nhello\r\n0;e=f\r\n\r\n'))
+        assert r.status == 200, r
+        assert_health_after(c)
