@@ -32,7 +32,8 @@
  *     value must be one authority, host [":" port] (RFC 3986 section 3.2;
  *     see authority_ok() for what that admits and why);
  *   - a chunk-size line is hex digits, then extensions or CRLF, with no
- *     whitespace and no empty extension (see ext_byte());
+ *     whitespace and no empty extension (see ext_byte()); a trailer line
+ *     is name ":" value;
  *   - Authorization, Content-Type, Idempotency-Key and X-Request-Id may
  *     occur once (RFC 9110 section 5.3: not lists); a second one is a 400
  *     with its own code (see set_once()).
@@ -805,7 +806,8 @@ enum chunk_state {
     CH_DATA_CR,       /* CRLF after data */
     CH_DATA_LF,
     CH_TRAILER, /* start of a trailer line or the final CRLF */
-    CH_TRAILER_LINE,
+    CH_TRAILER_NAME,
+    CH_TRAILER_VALUE,
     CH_TRAILER_LF,
     CH_END_LF, /* final CR seen */
     CH_DONE
@@ -971,11 +973,24 @@ http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
                 in++;
                 break;
             }
-            if (ch == ' ' || ch == '\t' || ch == ':' || ch == '\n')
+            /* a trailer line is a field line, name ":" value (RFC 9112
+             * sections 7.1.2 and 5): a line that starts with whitespace
+             * (obs-fold), with an empty name, or without a colon is
+             * refused (SPEC 3) rather than skipped */
+            if (!tchar[ch])
                 return HTTP_PARSE_E_CHUNK;
-            c->state = CH_TRAILER_LINE;
+            c->state = CH_TRAILER_NAME;
             /* fall through */
-        case CH_TRAILER_LINE:
+        case CH_TRAILER_NAME:
+            if (++c->trailer_bytes > CHUNK_TRAILER_MAX)
+                return HTTP_PARSE_E_CHUNK;
+            if (ch == ':')
+                c->state = CH_TRAILER_VALUE;
+            else if (!tchar[ch])
+                return HTTP_PARSE_E_CHUNK; /* also whitespace before ':' */
+            in++;
+            break;
+        case CH_TRAILER_VALUE:
             if (++c->trailer_bytes > CHUNK_TRAILER_MAX)
                 return HTTP_PARSE_E_CHUNK;
             if (ch == '\r')

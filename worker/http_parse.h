@@ -192,7 +192,8 @@ void http_chunked_init(struct http_chunked *c);
  * HTTP_PARSE_AGAIN if more bytes are needed, or HTTP_PARSE_E_CHUNK /
  * HTTP_PARSE_E_BODY_TOO_LARGE.  len must not shrink between calls.
  * HTTP_PARSE_E_CHUNK also covers what RFC 9112 lets a recipient tolerate
- * and SPEC 3 refuses: whitespace after a chunk size, an empty extension.
+ * and SPEC 3 refuses: whitespace after a chunk size, an empty extension,
+ * a trailer line without a colon.
  */
 ssize_t http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
                             uint64_t max_body_bytes);

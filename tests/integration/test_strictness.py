@@ -205,3 +205,25 @@ def test_strict_chunk_extensions_are_served(server):
         r = c.request(chunked(b'5;a=b;c;d="x \\"y\\""\r\nhello\r\n0;e=f\r\n\r\n'))
         assert r.status == 200, r
         assert_health_after(c)
+
+
+BAD_TRAILERS = [
+    ("no-colon", b"X-T\r\n"),
+    ("no-colon-after-good-one", b"A: 1\r\nB\r\n"),
+    ("space-before-colon", b"X-T : 1\r\n"),
+    ("empty-name", b": 1\r\n"),
+    ("obs-fold", b"A: 1\r\n b\r\n"),
+]
+
+
+@pytest.mark.parametrize("trailer", [t for _, t in BAD_TRAILERS],
+                         ids=[i for i, _ in BAD_TRAILERS])
+def test_malformed_trailer_line_is_400(server, trailer):
+    assert_rejected(server, chunked(b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n"), 400)
+
+
+def test_trailer_fields_are_served(server):
+    with server.connect() as c:
+        r = c.request(chunked(b"5\r\nhello\r\n0\r\nA: 1\r\nB:\r\n\r\n"))
+        assert r.status == 200, r
+        assert_health_after(c)
