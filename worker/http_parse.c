@@ -15,6 +15,8 @@
  *     (RFC 9112 section 3);
  *   - HTTP/1.x with x > 1 is served as HTTP/1.1, other majors get 505
  *     (RFC 9110 section 2.5);
+ *   - an unknown method, and CONNECT whatever its target, is 501 (RFC 9110
+ *     section 9.1);
  *   - field-name is a token and the colon follows it directly (RFC 9112
  *     section 5.1: whitespace before the colon is a 400);
  *   - a line starting with SP or HTAB is obs-fold: 400 (section 5.2);
@@ -25,13 +27,23 @@
  *     6.3);
  *   - Content-Length is 1 to 18 plain digits; duplicates must be equal
  *     (RFC 9110 section 8.6; a comma list is "not plain digits");
- *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2).
+ *   - the path is percent-decoded, but %2F stays encoded (see finish());
+ *   - HTTP/1.1 needs exactly one Host (RFC 9112 section 3.2), and a Host
+ *     value must be one authority, host [":" port] (RFC 3986 section 3.2;
+ *     see authority_ok() for what that admits and why);
+ *   - a chunk-size line is hex digits, then extensions or CRLF, with no
+ *     whitespace and no empty extension (see ext_byte()); a trailer line
+ *     is name ":" value;
+ *   - Authorization, Content-Type, Idempotency-Key and X-Request-Id may
+ *     occur once (RFC 9110 section 5.3: not lists); a second one is a 400
+ *     with its own code (see set_once()).
  *
  * Only the fields the server acts on are kept (as slices); the others are
  * validated and skipped, so there is no header array to size or fill.
  */
 #include "http_parse.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 enum parser_state { ST_REQUEST_LINE = 0, ST_FIELDS };
@@ -70,6 +82,27 @@ static const unsigned char tchar[256] = {
     ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1,
     ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1,
     ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
+/*
+ * 1 for the bytes of a reg-name (RFC 3986 section 3.2.2) that a Host may
+ * hold: unreserved and sub-delims, except ',' (a list is not one
+ * authority).  '%' (pct-encoded) is checked apart.
+ */
+static const unsigned char regname[256] = {
+    ['-'] = 1, ['.'] = 1,  ['_'] = 1, ['~'] = 1, ['!'] = 1, ['$'] = 1,
+    ['&'] = 1, ['\''] = 1, ['('] = 1, [')'] = 1, ['*'] = 1, ['+'] = 1,
+    [';'] = 1, ['='] = 1,  ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1,
+    ['4'] = 1, ['5'] = 1,  ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1,  ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1,  ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1,
+    ['M'] = 1, ['N'] = 1,  ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1,  ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,  ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1,
+    ['e'] = 1, ['f'] = 1,  ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1,
+    ['k'] = 1, ['l'] = 1,  ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1,  ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1,
+    ['w'] = 1, ['x'] = 1,  ['y'] = 1, ['z'] = 1,
 };
 
 static int
@@ -167,6 +200,105 @@ lookup_method(const char *s, size_t n)
     return HTTP_METHOD_NONE;
 }
 
+/*
+ * IP-literal between its brackets (RFC 3986 section 3.2.2).  An IPv6
+ * address is checked by inet_pton() on a NUL-terminated stack copy (the
+ * longest text form fits in INET6_ADDRSTRLEN), after a byte filter so that
+ * nothing but hex digits, ':' and '.' reaches it.  A zone id (RFC 6874,
+ * "%25eth0") is refused: it names an interface of the client, not us.
+ */
+static int
+ip_literal_ok(const char *s, size_t n)
+{
+    char tmp[INET6_ADDRSTRLEN];
+    struct in6_addr addr;
+    size_t i;
+
+    if (n > 0 && (s[0] == 'v' || s[0] == 'V')) {
+        /* IPvFuture = "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" ),
+         * without ',' as in a reg-name */
+        for (i = 1; i < n && hexval((unsigned char)s[i]) >= 0; i++)
+            ;
+        if (i == 1 || i + 1 >= n || s[i] != '.')
+            return 0;
+        for (i++; i < n; i++)
+            if (!regname[(unsigned char)s[i]] && s[i] != ':')
+                return 0;
+        return 1;
+    }
+    if (n < 2 || n >= sizeof(tmp))
+        return 0;
+    for (i = 0; i < n; i++)
+        if (hexval((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.')
+            return 0;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    return inet_pton(AF_INET6, tmp, &addr) == 1;
+}
+
+/*
+ * 1 if s[0..n) is one authority = host [ ":" port ] (RFC 3986 section 3.2),
+ * the form RFC 9112 section 3.2 requires of Host and of the authority of an
+ * absolute-form target; 0 otherwise.  Deliberately refused, although some
+ * of it is RFC 3986 syntax:
+ *   - userinfo ("u@h"): RFC 9110 section 4.2.4 says to treat it as an
+ *     error, and "a@b" is how a host is smuggled past a naive check;
+ *   - an empty host, also before a port (":80"): RFC 9110 section 4.2.1
+ *     says a recipient MUST reject an http URI with an empty host (the
+ *     empty Host field value is a separate case, left to the caller);
+ *   - ',' even though it is a sub-delim: "a, b" is a list of hosts;
+ *   - %00, as in the path; other pct-encoded octets pass undecoded;
+ *   - a port that is not digits, or above 65535.
+ * An empty port ("h:") is accepted: RFC 3986 section 3.2.3 allows it and
+ * RFC 9110 section 4.2.3 makes "http://h:/" equal to "http://h/".
+ * Leading zeros in a port are accepted; the value is what is bounded.
+ */
+static int
+authority_ok(const char *s, size_t n)
+{
+    uint32_t port = 0;
+    size_t i = 0;
+
+    if (n > 0 && s[0] == '[') {
+        const char *end = memchr(s, ']', n);
+
+        if (end == NULL || !ip_literal_ok(s + 1, (size_t)(end - s) - 1))
+            return 0;
+        i = (size_t)(end - s) + 1;
+    } else {
+        while (i < n) {
+            int hi, lo;
+
+            if (regname[(unsigned char)s[i]]) {
+                i++;
+                continue;
+            }
+            if (s[i] != '%' || n - i < 3)
+                break;
+            hi = hexval((unsigned char)s[i + 1]);
+            lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                break;
+            i += 3;
+        }
+        if (i == 0)
+            return 0;
+    }
+    if (i == n)
+        return 1;
+    if (s[i] != ':')
+        return 0;
+    for (i++; i < n; i++) {
+        unsigned d = (unsigned)(unsigned char)s[i] - '0';
+        if (d > 9)
+            return 0;
+        port = port * 10 + d;
+        if (port > 65535)
+            return 0;
+    }
+    return 1;
+}
+
 /* request-target bytes: visible ASCII except '#' (no fragment on the wire) */
 static int
 target_byte_ok(unsigned char c)
@@ -219,14 +351,20 @@ parse_request_line(struct http_request *req, char *s, size_t n)
     req->method = lookup_method(s, m);
     if (req->method == HTTP_METHOD_NONE)
         return HTTP_PARSE_E_UNKNOWN_METHOD;
+    /* CONNECT asks for a tunnel (RFC 9110 section 9.3.6), which we never
+     * open: 501 like any method we do not implement (SPEC 3), decided
+     * before the target so that its authority-form does not make it 400 */
+    if (req->method == HTTP_CONNECT)
+        return HTTP_PARSE_E_UNKNOWN_METHOD;
 
     target = s + t0;
     req->target.ptr = target;
     req->target.len = (uint32_t)(t1 - t0);
 
-    /* absolute-form (RFC 9112 section 3.2.2): keep only path and query */
+    /* absolute-form (RFC 9112 section 3.2.2): check the authority, then
+     * keep only path and query */
     if (target[0] != '/') {
-        size_t k = 0, tn = t1 - t0;
+        size_t k = 0, a0, tn = t1 - t0;
         if (tn == 1 && target[0] == '*' && req->method == HTTP_OPTIONS) {
             req->path.ptr = target;
             req->path.len = 1;
@@ -238,9 +376,10 @@ parse_request_line(struct http_request *req, char *s, size_t n)
             k = 8;
         else
             return HTTP_PARSE_E_TARGET;
+        a0 = k;
         while (k < tn && target[k] != '/' && target[k] != '?')
             k++;
-        if (k == tn || target[k] != '/')
+        if (k == tn || target[k] != '/' || !authority_ok(target + a0, k - a0))
             return HTTP_PARSE_E_TARGET;
         target += k;
         t0 += k;
@@ -328,6 +467,22 @@ conn_item(void *arg, const char *s, size_t n)
         p->conn_tokens |= CONN_KEEP_ALIVE;
 }
 
+/*
+ * Keeps a field that may occur once.  SPEC 3 (issue 6): a second one gets
+ * the error code dup, never "last one wins": a proxy that keeps the first
+ * and a server that keeps the last would act on different credentials.
+ * A slice that was set has a non-NULL ptr, even for an empty value (it
+ * points into the buffer), and http_parser_init() cleared them all.
+ */
+static ssize_t
+set_once(struct http_slice *dst, struct http_slice val, ssize_t dup)
+{
+    if (dst->ptr != NULL)
+        return dup;
+    *dst = val;
+    return 0;
+}
+
 static ssize_t
 parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
 {
@@ -373,6 +528,11 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
         if (eq_lower(s, "host", 4)) {
             if (p->seen & SEEN_HOST)
                 return HTTP_PARSE_E_DUP_HOST;
+            /* RFC 9112 section 3.2 allows an empty Host when the target
+             * has no authority; RFC 9112 section 3.3 then has the server
+             * use its own name, which is what we do: accepted. */
+            if (b > a && !authority_ok(v, b - a))
+                return HTTP_PARSE_E_HOST;
             p->seen |= SEEN_HOST;
             req->host = val;
         }
@@ -393,13 +553,15 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
         break;
     case 12:
         if (eq_lower(s, "content-type", 12))
-            req->content_type = val;
-        else if (eq_lower(s, "x-request-id", 12))
-            req->request_id = val;
+            return set_once(&req->content_type, val,
+                            HTTP_PARSE_E_DUP_CONTENT_TYPE);
+        if (eq_lower(s, "x-request-id", 12))
+            return set_once(&req->request_id, val, HTTP_PARSE_E_DUP_REQUEST_ID);
         break;
     case 13:
         if (eq_lower(s, "authorization", 13))
-            req->authorization = val;
+            return set_once(&req->authorization, val,
+                            HTTP_PARSE_E_DUP_AUTHORIZATION);
         break;
     case 14:
         if (eq_lower(s, "content-length", 14))
@@ -409,7 +571,8 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
         if (eq_lower(s, "accept-encoding", 15))
             req->accept_encoding = val;
         else if (eq_lower(s, "idempotency-key", 15))
-            req->idempotency_key = val;
+            return set_once(&req->idempotency_key, val,
+                            HTTP_PARSE_E_DUP_IDEMPOTENCY_KEY);
         break;
     case 17:
         if (eq_lower(s, "transfer-encoding", 17)) {
@@ -421,6 +584,51 @@ parse_field(struct http_parser *p, struct http_request *req, char *s, size_t n)
         break;
     }
     return 0;
+}
+
+/*
+ * Percent-decodes s[0..len) in place (the output never outruns the input).
+ * With keep_slash, %2F and %2f are copied as they are instead of becoming
+ * '/': see finish() for why the path needs that.  Without plus_space the
+ * bytes before the first '%' are left alone, found by memchr().
+ */
+static ssize_t
+decode(char *s, size_t len, bool plus_space, bool keep_slash)
+{
+    size_t i = 0, o;
+
+    if (len == 0)
+        return 0; /* s may be NULL then, which memchr() must not see */
+    if (!plus_space) {
+        const char *pct = memchr(s, '%', len);
+        if (pct == NULL)
+            return (ssize_t)len;
+        i = (size_t)(pct - s);
+    }
+    for (o = i; i < len; i++) {
+        char ch = s[i];
+        if (ch == '%') {
+            int hi, lo;
+            if (len - i < 3)
+                return HTTP_PARSE_E_PERCENT;
+            hi = hexval((unsigned char)s[i + 1]);
+            lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi | lo) == 0)
+                return HTTP_PARSE_E_PERCENT;
+            ch = (char)(hi << 4 | lo);
+            if (ch == '/' && keep_slash) {
+                /* o <= i: each byte is read before it can be overwritten */
+                s[o++] = '%';
+                s[o++] = s[i + 1];
+                ch = s[i + 2];
+            }
+            i += 2;
+        } else if (ch == '+' && plus_space) {
+            ch = ' ';
+        }
+        s[o++] = ch;
+    }
+    return (ssize_t)o;
 }
 
 /* Whole header section seen: apply the rules that need all fields. */
@@ -460,8 +668,20 @@ finish(struct http_parser *p, struct http_request *req,
         req->keep_alive = (p->conn_tokens & CONN_KEEP_ALIVE) &&
                           !(p->conn_tokens & CONN_CLOSE);
 
+    /*
+     * SPEC 3, issue 6: %2F never becomes a path separator before routing.
+     * RFC 3986 section 2.2: an encoded reserved character is data, not a
+     * delimiter, so "/users%2F1" has one segment, "users/1", and must not
+     * reach the route /users/{id}.  The three bytes stay encoded in the
+     * decoded path rather than the request being refused: it is well
+     * formed, so 400 would be wrong, and no route has a segment that can
+     * hold a '/', so the router answers 404 (Apache httpd's default,
+     * AllowEncodedSlashes Off, also answers 404).  The price: the decoded
+     * path reads "%2F" for both "%2F" and "%252F"; no route tells them
+     * apart either.
+     */
     if (req->path.len > 1 || req->path.ptr[0] != '*') {
-        n = http_percent_decode(req->path.ptr, req->path.len, false);
+        n = decode(req->path.ptr, req->path.len, false, true);
         if (n < 0)
             return n;
         req->path.len = (uint32_t)n;
@@ -573,15 +793,21 @@ http_parse_request(struct http_parser *p, struct http_request *req, char *buf,
 /* ---- chunked bodies (RFC 9112 section 7.1) ---- */
 
 enum chunk_state {
-    CH_SIZE = 0, /* hex digits */
-    CH_SIZE_WS,  /* BWS after the digits */
-    CH_EXT,      /* chunk extension, skipped */
-    CH_SIZE_LF,  /* CR seen, LF expected */
-    CH_DATA,     /* chunk_left data bytes */
-    CH_DATA_CR,  /* CRLF after data */
+    CH_SIZE = 0,      /* hex digits */
+    CH_EXT_NAME,      /* after ';': the first byte of a name */
+    CH_EXT_NAME_MORE, /* more of the name, '=', ';' or CR */
+    CH_EXT_VALUE,     /* after '=': a token or a quoted-string */
+    CH_EXT_TOKEN,     /* more of a token value, ';' or CR */
+    CH_EXT_QUOTED,    /* inside a quoted-string */
+    CH_EXT_QPAIR,     /* after a backslash in it */
+    CH_EXT_QEND,      /* after the closing quote: ';' or CR */
+    CH_SIZE_LF,       /* CR seen, LF expected */
+    CH_DATA,          /* chunk_left data bytes */
+    CH_DATA_CR,       /* CRLF after data */
     CH_DATA_LF,
     CH_TRAILER, /* start of a trailer line or the final CRLF */
-    CH_TRAILER_LINE,
+    CH_TRAILER_NAME,
+    CH_TRAILER_VALUE,
     CH_TRAILER_LF,
     CH_END_LF, /* final CR seen */
     CH_DONE
@@ -589,6 +815,69 @@ enum chunk_state {
 
 #define CHUNK_LINE_MAX 4096
 #define CHUNK_TRAILER_MAX 16384
+
+/*
+ * One byte of the chunk extensions, c->state being one of CH_EXT_*:
+ *   chunk-ext = *( ";" token [ "=" ( token / quoted-string ) ] )
+ * which is RFC 9112 section 7.1.1 without its BWS.  Returns 0, with the CR
+ * that ends the line moving to CH_SIZE_LF, or -1 for a byte the grammar
+ * does not allow there: whitespace, an empty name or value ("5;", "5;;a",
+ * "5;=v", "5;a="), a control byte.  SPEC 3 rejects what RFC 9112 lets a
+ * recipient tolerate here, because parsers that skip such bytes and parsers
+ * that stop at them disagree on where the chunk data starts (smuggling).
+ */
+static int
+ext_byte(struct http_chunked *c, unsigned char ch)
+{
+    switch (c->state) {
+    case CH_EXT_NAME:
+        if (!tchar[ch])
+            return -1;
+        c->state = CH_EXT_NAME_MORE;
+        return 0;
+    case CH_EXT_VALUE:
+        if (tchar[ch])
+            c->state = CH_EXT_TOKEN;
+        else if (ch == '"')
+            c->state = CH_EXT_QUOTED;
+        else
+            return -1;
+        return 0;
+    case CH_EXT_NAME_MORE:
+        if (tchar[ch])
+            return 0;
+        if (ch == '=') {
+            c->state = CH_EXT_VALUE;
+            return 0;
+        }
+        break;
+    case CH_EXT_TOKEN:
+        if (tchar[ch])
+            return 0;
+        break;
+    case CH_EXT_QUOTED:
+    case CH_EXT_QPAIR:
+        /* qdtext and quoted-pair: HTAB, SP, VCHAR, obs-text */
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return -1;
+        if (c->state == CH_EXT_QPAIR)
+            c->state = CH_EXT_QUOTED;
+        else if (ch == '"')
+            c->state = CH_EXT_QEND;
+        else if (ch == '\\')
+            c->state = CH_EXT_QPAIR;
+        return 0;
+    default: /* CH_EXT_QEND */
+        break;
+    }
+    if (ch == ';')
+        c->state = CH_EXT_NAME;
+    else if (ch == '\r')
+        c->state = CH_SIZE_LF;
+    else
+        return -1;
+    return 0;
+}
 
 void
 http_chunked_init(struct http_chunked *c)
@@ -616,32 +905,27 @@ http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
                 in++;
                 break;
             }
+            /* the digits end at ';' or CR: whitespace after them (BWS in
+             * RFC 9112 section 7.1.1) is refused, see ext_byte() */
             if (c->digits == 0)
                 return HTTP_PARSE_E_CHUNK;
-            c->state = CH_SIZE_WS;
-            /* fall through */
-        case CH_SIZE_WS:
-            if (ch == ' ' || ch == '\t') {
-                if (++c->line_bytes > CHUNK_LINE_MAX)
-                    return HTTP_PARSE_E_CHUNK;
-                in++;
-            } else if (ch == ';') {
-                c->state = CH_EXT;
-                in++;
-            } else if (ch == '\r') {
+            if (ch == ';')
+                c->state = CH_EXT_NAME;
+            else if (ch == '\r')
                 c->state = CH_SIZE_LF;
-                in++;
-            } else {
+            else
                 return HTTP_PARSE_E_CHUNK;
-            }
+            in++;
             break;
-        case CH_EXT:
-            if (ch == '\r') {
-                c->state = CH_SIZE_LF;
-            } else if ((ch < 0x20 && ch != '\t') || ch == 0x7f ||
-                       ++c->line_bytes > CHUNK_LINE_MAX) {
+        case CH_EXT_NAME:
+        case CH_EXT_NAME_MORE:
+        case CH_EXT_VALUE:
+        case CH_EXT_TOKEN:
+        case CH_EXT_QUOTED:
+        case CH_EXT_QPAIR:
+        case CH_EXT_QEND:
+            if (++c->line_bytes > CHUNK_LINE_MAX || ext_byte(c, ch) < 0)
                 return HTTP_PARSE_E_CHUNK;
-            }
             in++;
             break;
         case CH_SIZE_LF:
@@ -689,11 +973,24 @@ http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
                 in++;
                 break;
             }
-            if (ch == ' ' || ch == '\t' || ch == ':' || ch == '\n')
+            /* a trailer line is a field line, name ":" value (RFC 9112
+             * sections 7.1.2 and 5): a line that starts with whitespace
+             * (obs-fold), with an empty name, or without a colon is
+             * refused (SPEC 3) rather than skipped */
+            if (!tchar[ch])
                 return HTTP_PARSE_E_CHUNK;
-            c->state = CH_TRAILER_LINE;
+            c->state = CH_TRAILER_NAME;
             /* fall through */
-        case CH_TRAILER_LINE:
+        case CH_TRAILER_NAME:
+            if (++c->trailer_bytes > CHUNK_TRAILER_MAX)
+                return HTTP_PARSE_E_CHUNK;
+            if (ch == ':')
+                c->state = CH_TRAILER_VALUE;
+            else if (!tchar[ch])
+                return HTTP_PARSE_E_CHUNK; /* also whitespace before ':' */
+            in++;
+            break;
+        case CH_TRAILER_VALUE:
             if (++c->trailer_bytes > CHUNK_TRAILER_MAX)
                 return HTTP_PARSE_E_CHUNK;
             if (ch == '\r')
@@ -728,26 +1025,7 @@ http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
 ssize_t
 http_percent_decode(char *s, size_t len, bool plus_space)
 {
-    size_t i, o = 0;
-
-    for (i = 0; i < len; i++) {
-        char ch = s[i];
-        if (ch == '%') {
-            int hi, lo;
-            if (len - i < 3)
-                return HTTP_PARSE_E_PERCENT;
-            hi = hexval((unsigned char)s[i + 1]);
-            lo = hexval((unsigned char)s[i + 2]);
-            if (hi < 0 || lo < 0 || (hi | lo) == 0)
-                return HTTP_PARSE_E_PERCENT;
-            ch = (char)(hi << 4 | lo);
-            i += 2;
-        } else if (ch == '+' && plus_space) {
-            ch = ' ';
-        }
-        s[o++] = ch;
-    }
-    return (ssize_t)o;
+    return decode(s, len, plus_space, false);
 }
 
 int
@@ -823,6 +1101,12 @@ static const struct {
     [-HTTP_PARSE_E_BODY_TOO_LARGE] = {413, "request body too large"},
     [-HTTP_PARSE_E_CHUNK] = {400, "malformed chunked body"},
     [-HTTP_PARSE_E_PERCENT] = {400, "malformed percent-encoding"},
+    [-HTTP_PARSE_E_HOST] = {400, "invalid Host header"},
+    [-HTTP_PARSE_E_DUP_AUTHORIZATION] = {400, "duplicate Authorization header"},
+    [-HTTP_PARSE_E_DUP_CONTENT_TYPE] = {400, "duplicate Content-Type header"},
+    [-HTTP_PARSE_E_DUP_IDEMPOTENCY_KEY] = {400,
+                                           "duplicate Idempotency-Key header"},
+    [-HTTP_PARSE_E_DUP_REQUEST_ID] = {400, "duplicate X-Request-Id header"},
 };
 
 int

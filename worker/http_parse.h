@@ -12,14 +12,17 @@
  * not move and the bytes already passed in must not change, because the
  * request holds pointers into them.  The slices stay valid until the caller
  * reuses that part of the buffer.  On completion the path is percent-decoded
- * in place (it can only shrink), so the buffer must be writable.
+ * in place (it can only shrink), so the buffer must be writable; %2F (either
+ * case) is left encoded there, so that it can never split a segment.
  *
  * Everything SPEC section 3 calls ambiguous framing is an error here, never a
  * guess: Content-Length together with Transfer-Encoding, differing duplicate
  * Content-Length, non-digit or overflowing lengths, obs-fold, whitespace
- * before the colon, bare CR, bare LF, chunked not final.  Each error has its
- * own code; http_parse_status() and http_parse_message() map it to the
- * response status and a short human-readable reason.
+ * before the colon, bare CR, bare LF, chunked not final.  So is a second
+ * Host, Authorization, Content-Type, Idempotency-Key or X-Request-Id: no
+ * "last one wins".  Each error has its own code; http_parse_status() and
+ * http_parse_message() map it to the response status and a short
+ * human-readable reason.
  *
  * Chunked bodies are decoded by a separate incremental decoder,
  * http_chunked_decode(), that works in place on the body region.
@@ -32,6 +35,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+/* HTTP_CONNECT is named (for logs) but never parsed: it is a 501. */
 enum http_method {
     HTTP_METHOD_NONE = 0,
     HTTP_GET,
@@ -55,7 +59,7 @@ enum {
     HTTP_PARSE_AGAIN = -1,
     HTTP_PARSE_E_REQUEST_LINE = -2,        /* 400 malformed request line */
     HTTP_PARSE_E_METHOD = -3,              /* 400 method is not a token */
-    HTTP_PARSE_E_UNKNOWN_METHOD = -4,      /* 501 token, but not a method */
+    HTTP_PARSE_E_UNKNOWN_METHOD = -4,      /* 501 not a method we serve */
     HTTP_PARSE_E_TARGET = -5,              /* 400 bad request-target */
     HTTP_PARSE_E_VERSION = -6,             /* 400 malformed HTTP-version */
     HTTP_PARSE_E_VERSION_UNSUPP = -7,      /* 505 HTTP/0.9, HTTP/2.0 ... */
@@ -80,7 +84,14 @@ enum {
     HTTP_PARSE_E_BODY_TOO_LARGE = -26, /* 413 body over limit */
     HTTP_PARSE_E_CHUNK = -27,          /* 400 malformed chunked body */
     HTTP_PARSE_E_PERCENT = -28,        /* 400 bad %XX or %00 in path */
-    HTTP_PARSE_E_LAST = -28
+    HTTP_PARSE_E_HOST = -29,           /* 400 Host is not one authority */
+
+    /* 400: a second field line of a field that may occur once */
+    HTTP_PARSE_E_DUP_AUTHORIZATION = -30,
+    HTTP_PARSE_E_DUP_CONTENT_TYPE = -31,
+    HTTP_PARSE_E_DUP_IDEMPOTENCY_KEY = -32,
+    HTTP_PARSE_E_DUP_REQUEST_ID = -33, /* X-Request-Id */
+    HTTP_PARSE_E_LAST = -33
 };
 
 struct http_slice {
@@ -109,10 +120,11 @@ struct http_request {
     struct http_slice method_name; /* as sent, for logs */
     struct http_slice target;      /* request-target; its bytes overlap
                                       the decoded path once complete */
-    struct http_slice path;        /* percent-decoded; starts with '/',
-                                      or is "*" for OPTIONS */
+    struct http_slice path;        /* percent-decoded but for %2F;
+                                      starts with '/', or is "*" for
+                                      OPTIONS */
     struct http_slice query;       /* raw, without '?'; len 0 if none */
-    struct http_slice host;
+    struct http_slice host;        /* empty, or one valid authority */
     struct http_slice content_type;
     struct http_slice accept_encoding;
     struct http_slice authorization;
@@ -179,6 +191,9 @@ void http_chunked_init(struct http_chunked *c);
  * buf + result) once the last chunk and trailer section are in,
  * HTTP_PARSE_AGAIN if more bytes are needed, or HTTP_PARSE_E_CHUNK /
  * HTTP_PARSE_E_BODY_TOO_LARGE.  len must not shrink between calls.
+ * HTTP_PARSE_E_CHUNK also covers what RFC 9112 lets a recipient tolerate
+ * and SPEC 3 refuses: whitespace after a chunk size, an empty extension,
+ * a trailer line without a colon.
  */
 ssize_t http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
                             uint64_t max_body_bytes);
@@ -186,7 +201,9 @@ ssize_t http_chunked_decode(struct http_chunked *c, char *buf, size_t len,
 /*
  * Percent-decodes s[0..len) in place.  With plus_space, '+' becomes ' '
  * (query strings).  Returns the new length, or HTTP_PARSE_E_PERCENT for a
- * truncated or non-hex escape or an escaped NUL.
+ * truncated or non-hex escape or an escaped NUL.  Every escape is decoded,
+ * %2F included: this is for data such as query values; the request path
+ * is decoded by http_parse_request(), which keeps %2F.
  */
 ssize_t http_percent_decode(char *s, size_t len, bool plus_space);
 

@@ -13,9 +13,12 @@
  * paths get exercised by short inputs.
  *
  * Invariants (abort() when violated): results are AGAIN, a known error code
- * or a length <= len; slices lie inside the header section; the path starts
- * with '/' (or is "*" for OPTIONS) and holds no NUL; framing fields agree
- * with each other; the chunked decoder's out <= in <= len.
+ * or a length <= len; CONNECT never parses (it is a 501); slices lie inside
+ * the header section; the path starts
+ * with '/' (or is "*" for OPTIONS), holds no NUL and as many '/' as the
+ * raw path (%2F is never decoded into one); a Host holds none of
+ * the bytes that make it more than one authority (SP, '@', '/', ','); framing
+ * fields agree with each other; the chunked decoder's out <= in <= len.
  *
  * http_percent_decode() is checked against a plain reference decoder, and
  * http_query_next() is run over the whole input as a query string.
@@ -108,6 +111,7 @@ check_request(const struct http_request *req, const char *buf, ssize_t r,
     CHECK(r > 0);
     CHECK(req->header_bytes == (uint32_t)r);
     CHECK(req->method > HTTP_METHOD_NONE && req->method < HTTP_METHOD_COUNT);
+    CHECK(req->method != HTTP_CONNECT);
     name = http_method_name(req->method);
     CHECK(req->method_name.len == strlen(name) &&
           memcmp(req->method_name.ptr, name, req->method_name.len) == 0);
@@ -138,6 +142,28 @@ check_request(const struct http_request *req, const char *buf, ssize_t r,
     CHECK(memchr(req->path.ptr, '\0', req->path.len) == NULL);
     CHECK(req->path.len <= req->target.len);
     CHECK(req->query.len < req->target.len);
+    for (uint32_t i = 0; i < req->host.len; i++) {
+        CHECK(req->host.ptr[i] != ' ' && req->host.ptr[i] != '@' &&
+              req->host.ptr[i] != '/' && req->host.ptr[i] != ',');
+    }
+}
+
+/* %2F stays encoded: the decoded path has as many '/' as the raw one. */
+static void
+check_path_slashes(const struct http_request *req, const char *buf,
+                   const uint8_t *raw)
+{
+    size_t i = (size_t)(req->path.ptr - buf);
+    size_t end = (size_t)(req->target.ptr - buf) + req->target.len;
+    size_t nraw = 0, ndecoded = 0;
+
+    for (; i < end && raw[i] != '?'; i++) {
+        nraw += raw[i] == '/';
+    }
+    for (i = 0; i < req->path.len; i++) {
+        ndecoded += req->path.ptr[i] == '/';
+    }
+    CHECK(nraw == ndecoded);
 }
 
 static void
@@ -337,6 +363,7 @@ run_connection(const uint8_t *data, size_t size, const struct http_limits *lim)
         CHECK(at >= (size_t)r);
         CHECK(b == NULL || bat == (size_t)r);
         check_request(&rw, w + off, r, lim);
+        check_path_slashes(&rw, w + off, data + off);
         same_request(&rw, w + off, &rs, s + off);
         if (b != NULL) {
             same_request(&rw, w + off, &rb, b + off);
