@@ -105,7 +105,7 @@ config_defaults(struct config *c)
     c->send_timeout_ms = 30000;
     c->request_timeout_ms = 30000;
     c->shutdown_timeout_ms = 30000;
-    c->start_timeout_ms = 2000;
+    c->start_timeout_ms = 5000;
     c->max_request_line = 8192;
     c->max_header_bytes = 16384;
     c->max_headers = 100;
