@@ -34,9 +34,6 @@ enum pg_state { PG_DOWN = 0, PG_CONNECTING, PG_PREPARING, PG_READY };
  */
 #define PG_BATCHES_IN_FLIGHT 2
 
-/* internal queries sent while PREPARING */
-enum { INTERNAL_SCHEMA = 0, INTERNAL_PREPARE = 1 };
-
 struct pg {
     struct loop *loop;
     struct loop_watch w;
@@ -59,8 +56,8 @@ struct pg {
     uint32_t syncs_out; /* syncs sent, not yet answered */
     struct pg_query *wait_head, *wait_tail; /* no pipeline room */
 
-    struct pg_query *internal; /* nstmts + 1, used while PREPARING */
-    unsigned internal_left;
+    unsigned prep_seen; /* PREPARING: results read (schema, statements) */
+    struct pg_events ev;
 
     struct alarm reconnect, connect_timeout;
     uint32_t backoff_ms;
@@ -293,80 +290,106 @@ became_ready(struct pg *pg)
     }
     pg->ever_ready = true;
     pg->outage_logged = false;
+    if (pg->ev.ready)
+        pg->ev.ready(pg->ev.arg);
 }
 
-/* Completion of the internal queries sent while PREPARING. */
+/*
+ * The schema is older than this build needs: not a transient failure, so
+ * the next attempt waits the longest backoff; the owner decides whether
+ * to give up (pg never exits the process).
+ */
 static void
-internal_done(struct pg_query *q, const PGresult *res, const char *err)
+schema_too_old(struct pg *pg, const char *diag)
 {
-    struct pg *pg = q->arg;
-    char diag[256];
-
-    if (res == NULL) /* connection failed meanwhile: lost() handles it */
-        return;
-    (void)err;
-    if (q->stmt == INTERNAL_SCHEMA) {
-        ExecStatusType st = PQresultStatus(res);
-        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        if (st == PGRES_FATAL_ERROR && code && strcmp(code, "42P01") == 0)
-            res = NULL; /* no schema_migrations: nothing applied */
-        else if (st != PGRES_TUPLES_OK) {
-            log_error("reading schema_migrations failed: %s",
-                      PQresultErrorMessage(res));
-            exit(2);
-        }
-        if (schema_check(res, diag, sizeof(diag)) < 0) {
-            log_error("%s; this worker refuses to serve", diag);
-            exit(2);
-        }
-    } else if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_error("preparing statement %s failed: %s",
-                  pg->stmts[q->stmt - INTERNAL_PREPARE].name,
-                  PQresultErrorMessage(res));
-        exit(2);
-    }
-    if (--pg->internal_left == 0)
-        became_ready(pg);
+    pg->backoff_ms = PG_BACKOFF_MAX_MS;
+    lost(pg, diag);
+    if (pg->ev.schema_old)
+        pg->ev.schema_old(pg->ev.arg, diag);
 }
 
+/*
+ * One result of PREPARING: first the schema check, then one per
+ * statement, then the sync.  Any failure closes the connection through
+ * lost() (backoff, retry): a worker that is serving must not exit because
+ * schema_migrations was locked or its backend terminated while it
+ * reconnected.  Returns 0, or -1 once the connection is closed.
+ */
+static int
+prep_result(struct pg *pg, PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    unsigned i = pg->prep_seen++;
+    char msg[320];
+    int rc;
+
+    if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        if (i != pg->nstmts + 1) {
+            lost(pg, "protocol out of step while preparing");
+            return -1;
+        }
+        became_ready(pg);
+        return 0;
+    }
+    if (i == 0) {
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (st == PGRES_TUPLES_OK) {
+            rc = schema_check(res, msg, sizeof(msg));
+        } else if (st == PGRES_FATAL_ERROR && code &&
+                   strcmp(code, "42P01") == 0) {
+            rc = schema_check(NULL, msg, sizeof(msg)); /* nothing applied */
+        } else {
+            snprintf(msg, sizeof(msg), "reading schema_migrations failed: %s",
+                     PQresultErrorMessage(res));
+            PQclear(res);
+            lost(pg, msg);
+            return -1;
+        }
+        PQclear(res);
+        if (rc < 0) {
+            schema_too_old(pg, msg);
+            return -1;
+        }
+        return 0;
+    }
+    if (i > pg->nstmts || st != PGRES_COMMAND_OK) {
+        snprintf(msg, sizeof(msg), "preparing statement %s failed: %s",
+                 i > pg->nstmts ? "?" : pg->stmts[i - 1].name,
+                 PQresultErrorMessage(res));
+        PQclear(res);
+        lost(pg, msg);
+        return -1;
+    }
+    PQclear(res);
+    return 0;
+}
+
+/*
+ * Connected: the schema check, a Prepare per statement and one sync, in
+ * one write.  A statement that does not prepare (a table missing) fails
+ * after the schema check has already said why.
+ */
 static void
 connected(struct pg *pg)
 {
-    struct pg_query *q;
-
-    if (PQsetnonblocking(pg->conn, 1) < 0 || !PQenterPipelineMode(pg->conn)) {
-        lost(pg, PQerrorMessage(pg->conn));
-        return;
-    }
+    if (PQsetnonblocking(pg->conn, 1) < 0 || !PQenterPipelineMode(pg->conn))
+        goto fail;
     pg->state = PG_PREPARING;
-    pg->internal_left = pg->nstmts + 1;
-
-    /* the schema check goes first: statements need the tables */
-    q = &pg->internal[0];
-    q->stmt = INTERNAL_SCHEMA;
+    pg->prep_seen = 0;
     if (!PQsendQueryParams(pg->conn, SCHEMA_QUERY, 0, NULL, NULL, NULL, NULL,
-                           0) ||
-        !PQpipelineSync(pg->conn)) {
-        lost(pg, PQerrorMessage(pg->conn));
-        return;
-    }
-    q->res = NULL;
-    q->group_end = true;
-    push(&pg->fl_head, &pg->fl_tail, q);
-    for (unsigned i = 0; i < pg->nstmts; i++) {
-        q = &pg->internal[i + 1];
-        q->stmt = INTERNAL_PREPARE + i;
+                           0))
+        goto fail;
+    for (unsigned i = 0; i < pg->nstmts; i++)
         if (!PQsendPrepare(pg->conn, pg->stmts[i].name, pg->stmts[i].sql,
-                           pg->stmts[i].nparams, NULL) ||
-            !PQpipelineSync(pg->conn)) {
-            lost(pg, PQerrorMessage(pg->conn));
-            return;
-        }
-        q->res = NULL;
-        q->group_end = true;
-        push(&pg->fl_head, &pg->fl_tail, q);
-    }
+                           pg->stmts[i].nparams, NULL))
+            goto fail;
+    if (!PQpipelineSync(pg->conn))
+        goto fail;
     watch(pg, EPOLLIN | EPOLLOUT);
+    return;
+fail:
+    lost(pg, PQerrorMessage(pg->conn));
 }
 
 /* Server notices and the FATAL before a disconnect go to our log, not to
@@ -465,19 +488,15 @@ end_batch(struct pg *pg)
     while (q) {
         struct pg_query *next = q->next;
         PGresult *res = q->res;
-        bool internal = q->done == internal_done;
 
         q->res = NULL;
         q->next = NULL;
-        if (!internal) {
-            pg->stats.in_flight--;
-            pg->stats.queries++;
-            if (PQresultStatus(res) != PGRES_TUPLES_OK &&
-                PQresultStatus(res) != PGRES_COMMAND_OK)
-                pg->stats.errors++;
-        }
-        if (q->done)
-            q->done(q, res, NULL);
+        pg->stats.in_flight--;
+        pg->stats.queries++;
+        if (PQresultStatus(res) != PGRES_TUPLES_OK &&
+            PQresultStatus(res) != PGRES_COMMAND_OK)
+            pg->stats.errors++;
+        q->done(q, res, NULL);
         PQclear(res);
         q = next;
     }
@@ -497,11 +516,16 @@ drain(struct pg *pg)
         if (res == NULL) {
             /* the end of one query's results.  Two NULLs in a row mean
              * libpq has nothing more for now. */
-            if ((pg->fl_head == NULL && pg->grp_head == NULL) || ++nulls > 1)
+            if (++nulls > 1)
                 break;
             continue;
         }
         nulls = 0;
+        if (pg->state == PG_PREPARING) {
+            if (prep_result(pg, res) < 0)
+                return 0; /* closed, and already handled */
+            continue;
+        }
         st = PQresultStatus(res);
         if (st == PGRES_PIPELINE_SYNC) {
             PQclear(res);
@@ -574,24 +598,19 @@ pg_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 struct pg *
 pg_new(struct loop *loop, const char *conninfo, const struct pg_stmt_def *stmts,
        unsigned nstmts, uint32_t statement_timeout_ms, uint32_t depth,
-       uint32_t queue_max, const char *app_name)
+       uint32_t queue_max, const char *app_name, const struct pg_events *ev)
 {
     struct pg *pg = calloc(1, sizeof(*pg));
 
     if (pg == NULL)
         return NULL;
-    pg->internal = calloc(nstmts + 1, sizeof(*pg->internal));
     pg->conninfo = strdup(conninfo);
-    if (pg->internal == NULL || pg->conninfo == NULL) {
-        free(pg->internal);
-        free(pg->conninfo);
+    if (pg->conninfo == NULL) {
         free(pg);
         return NULL;
     }
-    for (unsigned i = 0; i < nstmts + 1; i++) {
-        pg->internal[i].done = internal_done;
-        pg->internal[i].arg = pg;
-    }
+    if (ev)
+        pg->ev = *ev;
     pg->loop = loop;
     pg->fd = -1;
     pg->stmts = stmts;
@@ -620,7 +639,6 @@ pg_free(struct pg **pgp)
         PQfinish(pg->conn);
     pg->conn = NULL;
     fail_all(pg, "worker exiting");
-    free(pg->internal);
     free(pg->conninfo);
     free(pg);
     *pgp = NULL;

@@ -25,9 +25,15 @@
  * loop, and a reconnect is scheduled with capped exponential backoff
  * (PG_BACKOFF_MIN_MS doubling to PG_BACKOFF_MAX_MS).
  *
- * PREPARING prepares every statement of the table given to pg_new() and
- * checks the schema version (schema.h); an older schema is fatal: the
- * worker logs the missing migration and exits 2 (SPEC 6: refuse to serve).
+ * PREPARING checks the schema version (schema.h) and prepares every
+ * statement of the table given to pg_new().  Any error on the way (the
+ * server gone, a statement timeout, a lock held on schema_migrations, a
+ * statement that does not prepare) is a failed connection like any other:
+ * logged once per outage and retried with backoff; pg never exits the
+ * process.  One outcome is reported separately: a schema confirmed older
+ * than this build needs goes to the schema_old event, and pg retries at the
+ * maximum backoff; whether the worker gives up is the worker's decision
+ * (SPEC 4: exit 2 only for a worker that never served).
  *
  * Flow control: at most depth queries in flight; up to queue_max more wait
  * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).
@@ -81,6 +87,22 @@ struct pg_query {
 
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
 
+/*
+ * What pg tells its owner, from the loop (never from inside a pg_*()
+ * call).  Either callback may be NULL; neither may call pg_free().
+ *   ready       the connection became READY: the first time and after
+ *               every reconnect;
+ *   schema_old  the schema lacks a migration this build needs; diag names
+ *               it ("the database schema lacks migration 0002_x.sql: ...").
+ *               The connection is already closed and a new attempt
+ *               scheduled at PG_BACKOFF_MAX_MS; the callback may exit.
+ */
+struct pg_events {
+    void (*ready)(void *arg);
+    void (*schema_old)(void *arg, const char *diag);
+    void *arg;
+};
+
 struct pg_stats {
     uint64_t queries;       /* completed */
     uint64_t errors;        /* completed with an error */
@@ -96,13 +118,14 @@ struct pg_stats {
 /*
  * Creates the client and starts connecting.  conninfo is a libpq URL or
  * key=value string; stmts (nstmts entries) stay owned by the caller and
- * must outlive pg.  app_name appears in pg_stat_activity.  Returns NULL
- * when out of memory.
+ * must outlive pg.  app_name appears in pg_stat_activity.  ev (NULL: no
+ * events) is copied.  Returns NULL when out of memory.
  */
 struct pg *pg_new(struct loop *loop, const char *conninfo,
                   const struct pg_stmt_def *stmts, unsigned nstmts,
                   uint32_t statement_timeout_ms, uint32_t depth,
-                  uint32_t queue_max, const char *app_name);
+                  uint32_t queue_max, const char *app_name,
+                  const struct pg_events *ev);
 
 /* Closes the connection (in-flight queries complete with an error). */
 void pg_free(struct pg **pgp);

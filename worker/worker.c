@@ -411,6 +411,31 @@ tick(struct loop *loop, void *arg)
 
 /* ---- set-up ---- */
 
+/*
+ * The database client's events.  A stand-in until the worker owns this
+ * decision: a schema older than required makes a worker that has never
+ * been ready exit 2 (SPEC 4: do not respawn); one that has served keeps
+ * answering 503 while pg retries.
+ */
+static bool db_was_ready;
+
+static void
+db_ready(void *arg)
+{
+    (void)arg;
+    db_was_ready = true;
+}
+
+static void
+db_schema_old(void *arg, const char *diag)
+{
+    (void)arg;
+    if (db_was_ready)
+        return;
+    log_error("%s; this worker refuses to serve", diag);
+    exit(2);
+}
+
 static void
 worker_fail(const char *what)
 {
@@ -515,9 +540,10 @@ worker_run(unsigned id, const struct config *cfg, const int *listen_fds,
         char app[64];
         stmts = api_statements(&nstmts);
         snprintf(app, sizeof(app), "apiaryd worker %u", id);
+        static const struct pg_events ev = {db_ready, db_schema_old, NULL};
         wk->pg = pg_new(wk->loop, cfg->database_url, stmts, nstmts,
                         cfg->statement_timeout_ms, cfg->db_pipeline_depth,
-                        cfg->db_queue_limit, app);
+                        cfg->db_queue_limit, app, &ev);
         if (wk->pg == NULL)
             worker_fail("pg_new()");
     } else {

@@ -350,3 +350,63 @@ def test_db_queue_limit_503(start_api):
             c.close()
     doc = stats()
     assert doc["db_in_flight"] == 0 and doc["db_queued"] == 0, doc
+
+
+WORKER_BACKENDS = ("application_name LIKE 'apiaryd worker%' AND datname = current_database()")
+
+
+def terminate_worker_backends(conn):
+    """pg_terminate_backend() on every apiaryd worker connection to this
+    database; returns how many were terminated."""
+    rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        + WORKER_BACKENDS).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+def test_issue6_schema_check_failure_reconnects(start_api):
+    """Defect 3 of issue 6: a worker whose schema check fails while it
+    reconnects must retry with backoff, never exit 2.  The test holds
+    schema_migrations locked and terminates the workers' backends; their new
+    connections' schema checks wait for the lock until statement_timeout
+    cancels them (an error result, which used to exit(2)).  Once both
+    workers have failed that way and connected again, the lock is released:
+    the same processes serve again."""
+    srv = start_api(statement_timeout_ms=300)
+    master = srv.proc.pid
+    workers = srv.workers()
+    user = create_user(srv.client)
+    waiting = WORKER_BACKENDS + " AND wait_event_type = 'Lock'"
+
+    def waiters():
+        return {pid for (pid,) in srv.db.query(
+            "SELECT pid FROM pg_stat_activity WHERE " + waiting)}
+
+    locker = srv.db.connect(autocommit=False)
+    try:
+        locker.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        with srv.db.connect() as killer:
+            assert terminate_worker_backends(killer) == 2
+        first = wait_for(lambda: len(waiters()) == 2 and waiters(), 10,
+                         "both workers' schema checks to wait for the lock")
+        # each check is cancelled by statement_timeout; each worker connects
+        # again on a new backend, whose check waits again
+        wait_for(lambda: len(waiters() - first) == 2, 10,
+                 "both workers to fail their schema check and try again")
+        down = all_workers_status(srv, 5, lambda doc, ready: ready.status == 503)
+        assert set(down) == set(workers)
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_db_ready(srv, timeout=10)
+    seen = set()
+    for _ in range(8):
+        with RawClient(srv.port) as c:
+            c.send(get("/users/%d" % user["id"]) + get("/debug/worker"))
+            r = c.read_final_response()
+            seen.add(c.read_final_response().json()["worker"])
+        assert r.status == 200 and r.json() == user, r
+    assert seen == set(workers)
+    assert srv.proc.poll() is None and srv.proc.pid == master
+    assert srv.workers() == workers, (workers, srv.workers())
+    text = srv.logs_text()
+    assert "exited with status" not in text and "refuses to serve" not in text, text
