@@ -8,10 +8,15 @@
  * batch (end_batch()).  After a failed query the rest of its batch comes
  * back as PGRES_PIPELINE_ABORTED.
  *
- * Descriptors: libpq may replace its socket while connecting (and closes the
- * old one itself), so after every PQconnectPoll() the socket is compared
- * with the registered one; a closed descriptor has already left epoll, so
- * we only ever unregister a socket that libpq still holds open.
+ * Descriptors: libpq may replace its socket while connecting (the next
+ * host of a list, sslmode=prefer retrying without SSL) and closes the old
+ * one itself; the new socket usually gets the same number.  A closed
+ * descriptor has already left epoll, so comparing numbers cannot tell a
+ * new socket from the old one (a mask change on it is a no-op or fails,
+ * and the new socket is never watched: issue 6, defect 9).  So after every
+ * PQconnectPoll() step the socket is registered from scratch (rewatch()):
+ * a few epoll_ctl() calls per connection.  Once connected the socket stays
+ * the same, and only its mask changes.
  */
 #include "pg.h"
 
@@ -95,6 +100,16 @@ watch(struct pg *pg, uint32_t mask)
         return;
     }
     pg->fd = fd;
+}
+
+/* After a PQconnectPoll() step: the socket may be a new one (see above). */
+static void
+rewatch(struct pg *pg, uint32_t mask)
+{
+    if (pg->fd >= 0) /* EBADF (closed) or ENOENT (number reused): fine */
+        (void)loop_del(pg->loop, &pg->w);
+    pg->fd = -1;
+    watch(pg, mask);
 }
 
 static void
@@ -434,13 +449,13 @@ connect_step(struct pg *pg)
 {
     switch (PQconnectPoll(pg->conn)) {
     case PGRES_POLLING_READING:
-        watch(pg, EPOLLIN);
+        rewatch(pg, EPOLLIN);
         break;
     case PGRES_POLLING_WRITING:
-        watch(pg, EPOLLOUT);
+        rewatch(pg, EPOLLOUT);
         break;
     case PGRES_POLLING_OK:
-        watch(pg, EPOLLIN);
+        rewatch(pg, EPOLLIN);
         connected(pg);
         break;
     default:

@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from conftest import RawClient, get, scaled, wait_for
+from conftest import HOST, RawClient, free_port, get, scaled, wait_for
 
 from .conftest import (
     all_workers_status,
@@ -410,3 +410,17 @@ def test_issue6_schema_check_failure_reconnects(start_api):
     assert srv.workers() == workers, (workers, srv.workers())
     text = srv.logs_text()
     assert "exited with status" not in text and "refuses to serve" not in text, text
+
+
+def test_issue6_host_list_with_a_dead_first_host(start_api, db):
+    """Defect 9 of issue 6: libpq tries the hosts of a list in turn, each on
+    a new socket, which usually gets the descriptor number of the one it
+    replaces; the worker must watch the new socket (it used to keep
+    waiting on the closed one until the connect timeout, forever)."""
+    dead = free_port()  # nothing listens there: connection refused at once
+    url = "postgresql://apiary@%s:%d,%s:%d/%s" % (
+        HOST, dead, HOST, db.cluster.port, db.name)
+    srv = start_api(database_url=url)  # waits for every worker's /ready 200
+    user = create_user(srv.client)
+    assert srv.client.get("/users/%d" % user["id"]).json() == user
+    assert "timed out connecting" not in srv.logs_text(), srv.logs_text()
