@@ -48,7 +48,7 @@ debug_worker(struct req_ctx *ctx)
 {
     const struct worker *wk = ctx->wk;
     const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
-    char body[512];
+    char body[640];
     int n;
 
     n = snprintf(body, sizeof(body),
@@ -58,7 +58,8 @@ debug_worker(struct req_ctx *ctx)
                  "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
                  "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
                  "\"db_batches\":%llu,"
-                 "\"db_batch_retries\":%llu,\"allocs\":%llu}",
+                 "\"db_batch_retries\":%llu,\"db_resent\":%llu,"
+                 "\"allocs\":%llu}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
                  wk->nconns, (unsigned long long)wk->requests,
                  (unsigned long long)wk->yields,
@@ -70,6 +71,7 @@ debug_worker(struct req_ctx *ctx)
                  ps ? ps->batched : 0u, ps ? ps->max_in_flight : 0u,
                  ps ? (unsigned long long)ps->batches : 0ULL,
                  ps ? (unsigned long long)ps->batch_retries : 0ULL,
+                 ps ? (unsigned long long)ps->resent : 0ULL,
                  (unsigned long long)buf_allocs);
     conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
 }

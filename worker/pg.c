@@ -4,9 +4,28 @@
  * Result matching in pipeline mode: a batch is sent as Query... Sync, so
  * the server answers with each query's result (libpq adds a NULL after
  * each), then a PGRES_PIPELINE_SYNC.  A result moves the head of the
- * in-flight list (fl) to the current batch's list (grp); the sync ends the
- * batch (end_batch()).  After a failed query the rest of its batch comes
- * back as PGRES_PIPELINE_ABORTED.
+ * in-flight list (fl) to the held list (grp) until the sync ends the
+ * batch (end_batch()).  Batches are answered in the order they were sent,
+ * so fl and grp only ever hold the oldest unfinished batch at their heads.
+ *
+ * A failed batch (SPEC 6: only the failing query fails): the server
+ * stops at the first error, rolls the implicit transaction back at the
+ * sync and answers PGRES_PIPELINE_ABORTED for the queries after it.  The
+ * failing query completes at once with its error: nothing of its batch
+ * will commit, so its outcome is final.  The queries before it (rolled
+ * back) and after it (never run) go to the retry list in their order, and
+ * when the sync arrives they are sent again together, as one new batch
+ * with one sync, ahead of anything not yet sent.  If that batch fails too,
+ * the same happens again, one query fewer each time, so it ends.
+ * Resending one by one, a sync each, as this file once did, made one
+ * duplicate email cost every batch-mate a commit of its own.
+ *
+ * Honest limit: batches already sent behind the failed one (at most
+ * PG_BATCHES_IN_FLIGHT - 1) run before the resent queries, so a write
+ * that was in the failed batch can land after one submitted later.
+ * Client-caused outcomes do not raise errors (api.c's statements answer
+ * them from their results), so a failed batch means a timeout, a
+ * deadlock or a true race: rare.
  *
  * Descriptors: libpq may replace its socket while connecting (the next
  * host of a list, sslmode=prefer retrying without SSL) and closes the old
@@ -32,6 +51,12 @@
 
 enum pg_state { PG_DOWN = 0, PG_CONNECTING, PG_PREPARING, PG_READY };
 
+/* A FIFO of queries, linked through pg_query.next. */
+struct qlist {
+    struct pg_query *head, *tail;
+    uint32_t n;
+};
+
 /*
  * Batches sent and not yet answered before the next one waits.  Two keep
  * the backend busy (the next batch is queued behind the running one)
@@ -52,14 +77,17 @@ struct pg {
     unsigned nstmts;
     uint32_t depth, queue_max;
 
-    struct pg_query *batch_head, *batch_tail; /* not yet sent */
-    uint32_t nbatch;
-    struct pg_query *fl_head, *fl_tail;   /* sent, result not yet in */
-    struct pg_query *grp_head, *grp_tail; /* result in, sync not yet */
-    uint32_t grp_size;
-    bool grp_error;     /* a query of the current batch failed */
+    /*
+     * A query is on exactly one list while pg holds it.  Counted in
+     * stats.in_flight: fl, grp and retry (sent at least once).
+     */
+    struct qlist wait;  /* accepted, no pipeline room yet */
+    struct qlist batch; /* the next batch, not yet sent */
+    struct qlist fl;    /* sent, result not yet in */
+    struct qlist grp;   /* result in, held for the sync */
+    struct qlist retry; /* to send again when the failed batch's sync arrives */
+    bool failed;        /* the oldest unfinished batch had a query fail */
     uint32_t syncs_out; /* syncs sent, not yet answered */
-    struct pg_query *wait_head, *wait_tail; /* no pipeline room */
 
     unsigned prep_seen; /* PREPARING: results read (schema, statements) */
     struct pg_events ev;
@@ -124,111 +152,129 @@ unwatch(struct pg *pg)
 /* ---- queues ---- */
 
 static void
-push(struct pg_query **head, struct pg_query **tail, struct pg_query *q)
+push(struct qlist *l, struct pg_query *q)
 {
     q->next = NULL;
-    if (*tail)
-        (*tail)->next = q;
+    if (l->tail)
+        l->tail->next = q;
     else
-        *head = q;
-    *tail = q;
+        l->head = q;
+    l->tail = q;
+    l->n++;
 }
 
 static struct pg_query *
-pop(struct pg_query **head, struct pg_query **tail)
+pop(struct qlist *l)
 {
-    struct pg_query *q = *head;
+    struct pg_query *q = l->head;
     if (q) {
-        *head = q->next;
-        if (*head == NULL)
-            *tail = NULL;
+        l->head = q->next;
+        if (l->head == NULL)
+            l->tail = NULL;
         q->next = NULL;
+        l->n--;
     }
     return q;
 }
 
-/* Sends q without a sync; it joins the current implicit transaction. */
+/* Moves every query of from to the end of to. */
+static void
+append(struct qlist *to, struct qlist *from)
+{
+    if (from->head == NULL)
+        return;
+    if (to->tail)
+        to->tail->next = from->head;
+    else
+        to->head = from->head;
+    to->tail = from->tail;
+    to->n += from->n;
+    *from = (struct qlist){0};
+}
+
+static void
+note_sizes(struct pg *pg)
+{
+    pg->stats.batched = pg->batch.n;
+    pg->stats.queued = pg->wait.n;
+    pg->stats.in_flight = pg->fl.n + pg->grp.n + pg->retry.n;
+    if (pg->stats.in_flight > pg->stats.max_in_flight)
+        pg->stats.max_in_flight = pg->stats.in_flight;
+}
+
+/* Sends q without a sync; it joins the batch's implicit transaction. */
 static int
-send_nosync(struct pg *pg, struct pg_query *q)
+send_query(struct pg *pg, struct pg_query *q)
 {
     const struct pg_stmt_def *s = &pg->stmts[q->stmt];
 
     if (!PQsendQueryPrepared(pg->conn, s->name, q->nparams, q->values, NULL,
                              NULL, 0))
         return -1;
-    q->group_end = false;
     q->res = NULL;
-    push(&pg->fl_head, &pg->fl_tail, q);
+    push(&pg->fl, q);
     return 0;
 }
 
+/*
+ * Sends the queries of *l (emptied) as one batch: back to back, then one
+ * sync.  -1 if libpq refused; the queries not sent then wait on the retry
+ * list, which lost() fails with the rest.
+ */
 static int
-send_sync(struct pg *pg)
-{
-    if (!PQpipelineSync(pg->conn))
-        return -1;
-    pg->fl_tail->group_end = true;
-    pg->syncs_out++;
-    return 0;
-}
-
-/* Sends the queued batch with one sync.  -1 if libpq refused (lost). */
-static int
-send_batch(struct pg *pg)
+send_batch(struct pg *pg, struct qlist *l)
 {
     struct pg_query *q;
 
-    if (pg->batch_head == NULL)
+    if (l->head == NULL)
         return 0;
-    while ((q = pop(&pg->batch_head, &pg->batch_tail)) != NULL) {
-        pg->nbatch--;
-        pg->stats.batched = pg->nbatch;
-        if (send_nosync(pg, q) < 0) {
-            /* back on the batch: fail_all() answers it */
-            q->next = pg->batch_head;
-            pg->batch_head = q;
-            if (pg->batch_tail == NULL)
-                pg->batch_tail = q;
-            pg->nbatch++;
-            pg->stats.batched = pg->nbatch;
+    while ((q = pop(l)) != NULL) {
+        if (send_query(pg, q) < 0) {
+            push(&pg->retry, q);
+            append(&pg->retry, l);
+            note_sizes(pg);
             return -1;
         }
-        pg->stats.in_flight++;
     }
-    if (pg->stats.in_flight > pg->stats.max_in_flight)
-        pg->stats.max_in_flight = pg->stats.in_flight;
+    note_sizes(pg);
+    if (!PQpipelineSync(pg->conn))
+        return -1;
+    pg->syncs_out++;
     pg->stats.batches++;
-    return send_sync(pg);
+    return 0;
 }
 
 /* After results arrived: move waiting queries into the next batch. */
 static void
 refill(struct pg *pg)
 {
-    while (pg->wait_head && pg->stats.in_flight + pg->nbatch < pg->depth) {
-        struct pg_query *q = pop(&pg->wait_head, &pg->wait_tail);
-        pg->stats.queued--;
-        push(&pg->batch_head, &pg->batch_tail, q);
-        pg->nbatch++;
-        pg->stats.batched = pg->nbatch;
+    while (pg->wait.head && pg->stats.in_flight + pg->batch.n < pg->depth) {
+        push(&pg->batch, pop(&pg->wait));
+        note_sizes(pg);
     }
 }
 
 /* ---- connection life ---- */
 
+/*
+ * Completes every query of *l (emptied first: callbacks may call
+ * pg_submit()) with no result and the reason why.
+ */
 static void
-fail_list(struct pg *pg, struct pg_query *q, const char *why)
+fail_list(struct pg *pg, struct qlist *l, const char *why)
 {
+    struct pg_query *q = l->head;
+
+    *l = (struct qlist){0};
     while (q) {
         struct pg_query *next = q->next;
+        q->next = NULL;
         if (q->res) {
             PQclear(q->res);
             q->res = NULL;
         }
-        if (q->done) {
-            pg->stats.errors++;
-            q->done(q, NULL, why);
-        }
+        pg->stats.errors++;
+        q->done(q, NULL, why);
         q = next;
     }
 }
@@ -236,24 +282,19 @@ fail_list(struct pg *pg, struct pg_query *q, const char *why)
 static void
 fail_all(struct pg *pg, const char *why)
 {
-    /* detach the lists first: callbacks may call pg_submit() */
-    struct pg_query *grp = pg->grp_head, *fl = pg->fl_head;
-    struct pg_query *batch = pg->batch_head, *wt = pg->wait_head;
+    struct qlist grp = pg->grp, fl = pg->fl, retry = pg->retry;
+    struct qlist batch = pg->batch, wait = pg->wait;
 
-    pg->grp_head = pg->grp_tail = NULL;
-    pg->fl_head = pg->fl_tail = NULL;
-    pg->batch_head = pg->batch_tail = NULL;
-    pg->wait_head = pg->wait_tail = NULL;
-    pg->grp_size = pg->nbatch = 0;
-    pg->stats.batched = 0;
-    pg->grp_error = false;
+    /* detach every list before the first callback */
+    pg->grp = pg->fl = pg->retry = pg->batch = pg->wait = (struct qlist){0};
+    pg->failed = false;
     pg->syncs_out = 0;
-    pg->stats.in_flight = 0;
-    pg->stats.queued = 0;
-    fail_list(pg, grp, why);
-    fail_list(pg, fl, why);
-    fail_list(pg, batch, why);
-    fail_list(pg, wt, why);
+    note_sizes(pg);
+    fail_list(pg, &grp, why);
+    fail_list(pg, &fl, why);
+    fail_list(pg, &retry, why);
+    fail_list(pg, &batch, why);
+    fail_list(pg, &wait, why);
 }
 
 static void
@@ -466,58 +507,91 @@ connect_step(struct pg *pg)
 
 /* ---- results ---- */
 
+static bool
+result_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+}
+
 /*
- * A sync arrived: its batch is over.  Committed (no query failed): each
- * query completes with its result, in order.  Rolled back because one
- * failed: alone, that query gets its error; in a batch of several, each is
- * sent again with a sync of its own, so one bad request cannot fail the
- * others.  Queries leave the lists before their callbacks run: a callback
- * may free a query and reuse its memory for a new one at once.
+ * Completes q, which left every list, with res (pg frees it after the
+ * call).  The callback may free q and reuse its memory at once.
+ */
+static void
+complete(struct pg *pg, struct pg_query *q, PGresult *res)
+{
+    q->res = NULL;
+    q->next = NULL;
+    pg->stats.queries++;
+    if (!result_ok(res))
+        pg->stats.errors++;
+    note_sizes(pg);
+    q->done(q, res, NULL);
+    PQclear(res);
+}
+
+/*
+ * One query's result (q has left fl).  In a batch without a failure so
+ * far, a success is held for the sync (nobody is told "created" before
+ * the commit); a failure completes q at once and sends everything held
+ * to the retry list; after a failure every result is
+ * PGRES_PIPELINE_ABORTED and its query joins the retry list too.
+ */
+static void
+one_result(struct pg *pg, struct pg_query *q, PGresult *res)
+{
+    if (!pg->failed && result_ok(res)) {
+        q->res = res;
+        push(&pg->grp, q);
+        return;
+    }
+    if (!pg->failed) {
+        /* the first failure: everything held before it was rolled back */
+        pg->failed = true;
+        for (struct pg_query *h = pg->grp.head; h; h = h->next) {
+            PQclear(h->res);
+            h->res = NULL;
+        }
+        append(&pg->retry, &pg->grp);
+        if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+            complete(pg, q, res); /* the failing query: its outcome is final */
+            return;
+        }
+    }
+    PQclear(res); /* PGRES_PIPELINE_ABORTED: it never ran */
+    push(&pg->retry, q);
+}
+
+/*
+ * A sync arrived: the oldest batch is over.  Committed: every held query
+ * completes with its result, in order.  Failed: the retry list goes out
+ * again as one batch.  Returns -1 if libpq refused to send (lost).
  */
 static int
 end_batch(struct pg *pg)
 {
-    struct pg_query *q = pg->grp_head;
-    bool failed = pg->grp_error;
-    uint32_t n = pg->grp_size;
+    struct qlist held = pg->grp;
 
-    pg->grp_head = pg->grp_tail = NULL;
-    pg->grp_size = 0;
-    pg->grp_error = false;
-    if (q == NULL) {
-        log_error("database sent a sync for no query");
-        return -1;
-    }
-    if (failed && n > 1) {
+    if (pg->failed) {
+        struct qlist again = pg->retry;
+        pg->failed = false;
+        pg->retry = (struct qlist){0};
+        if (again.head == NULL)
+            return 0;
         pg->stats.batch_retries++;
-        while (q) {
-            struct pg_query *next = q->next;
-            PQclear(q->res);
-            q->res = NULL;
-            if (send_nosync(pg, q) < 0 || send_sync(pg) < 0)
-                return -1;
-            q = next;
-        }
-        return 0;
+        pg->stats.resent += again.n;
+        return send_batch(pg, &again);
     }
-    while (q) {
-        struct pg_query *next = q->next;
-        PGresult *res = q->res;
-
-        q->res = NULL;
-        q->next = NULL;
-        pg->stats.in_flight--;
-        pg->stats.queries++;
-        if (PQresultStatus(res) != PGRES_TUPLES_OK &&
-            PQresultStatus(res) != PGRES_COMMAND_OK)
-            pg->stats.errors++;
-        q->done(q, res, NULL);
-        PQclear(res);
-        q = next;
+    pg->grp = (struct qlist){0};
+    while (held.head) {
+        struct pg_query *q = pop(&held);
+        complete(pg, q, q->res);
     }
     return 0;
 }
 
+/* Reads every result libpq has; -1 when the protocol is out of step. */
 static int
 drain(struct pg *pg)
 {
@@ -525,7 +599,6 @@ drain(struct pg *pg)
 
     while (pg->conn && !PQisBusy(pg->conn)) {
         PGresult *res = PQgetResult(pg->conn);
-        ExecStatusType st;
         struct pg_query *q;
 
         if (res == NULL) {
@@ -541,26 +614,24 @@ drain(struct pg *pg)
                 return 0; /* closed, and already handled */
             continue;
         }
-        st = PQresultStatus(res);
-        if (st == PGRES_PIPELINE_SYNC) {
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
             PQclear(res);
-            if (pg->syncs_out > 0)
-                pg->syncs_out--;
+            if (pg->syncs_out == 0) {
+                log_error("database sent a sync out of step");
+                return -1;
+            }
+            pg->syncs_out--;
             if (end_batch(pg) < 0)
                 return -1;
             continue;
         }
-        q = pop(&pg->fl_head, &pg->fl_tail);
+        q = pop(&pg->fl);
         if (q == NULL) {
             PQclear(res);
             log_error("database sent a result nobody waits for");
             return -1;
         }
-        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-            pg->grp_error = true;
-        q->res = res;
-        push(&pg->grp_head, &pg->grp_tail, q);
-        pg->grp_size++;
+        one_result(pg, q, res);
     }
     return 0;
 }
@@ -665,29 +736,26 @@ pg_submit(struct pg *pg, struct pg_query *q)
     if (pg == NULL || pg->state != PG_READY)
         return PG_E_DOWN;
     q->res = NULL;
-    if (pg->stats.in_flight + pg->nbatch < pg->depth && pg->wait_head == NULL) {
-        push(&pg->batch_head, &pg->batch_tail, q);
-        pg->nbatch++;
-        pg->stats.batched = pg->nbatch;
-        return PG_OK;
-    }
-    if (pg->stats.queued >= pg->queue_max)
+    if (pg->stats.in_flight + pg->batch.n < pg->depth && pg->wait.head == NULL)
+        push(&pg->batch, q);
+    else if (pg->wait.n < pg->queue_max)
+        push(&pg->wait, q);
+    else
         return PG_E_FULL;
-    push(&pg->wait_head, &pg->wait_tail, q);
-    pg->stats.queued++;
+    note_sizes(pg);
     return PG_OK;
 }
 
 void
 pg_flush(struct pg *pg)
 {
-    if (pg == NULL || pg->state != PG_READY || pg->batch_head == NULL)
+    if (pg == NULL || pg->state != PG_READY || pg->batch.head == NULL)
         return;
     /* while earlier batches are out, let this one grow: the queries that
      * arrive during a commit share the next one (adaptive group commit) */
     if (pg->syncs_out >= PG_BATCHES_IN_FLIGHT)
         return;
-    if (send_batch(pg) < 0) {
+    if (send_batch(pg, &pg->batch) < 0) {
         lost(pg, PQerrorMessage(pg->conn));
         return;
     }

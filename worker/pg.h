@@ -12,9 +12,10 @@
  * them as one implicit transaction: one commit (one WAL flush) and one
  * write(2) for the lot, where a sync per query would cost a commit each.
  * Results are held until the batch's sync confirms the commit, so nobody is
- * told "created" before it is durable.  If any query of a batch fails, the
- * batch rolled back as a whole; its queries are then sent again one by
- * one, each with its own sync, and each gets its own outcome.
+ * told "created" before it is durable.  If a query of a batch fails, the
+ * batch rolls back as a whole; the failing query alone completes with its
+ * error, and all the others are sent again together as one new batch (one
+ * sync), which may fail and shrink again (pg.c has the details).
  *
  * States:  DOWN --connect--> CONNECTING --ok--> PREPARING --ok--> READY
  *            ^                    |                  |              |
@@ -81,8 +82,7 @@ struct pg_query {
     pg_done_fn done;
     void *arg; /* the submitter's */
     /* pg's own, while the query is in its hands: */
-    PGresult *res;  /* result held until its batch's sync */
-    bool group_end; /* the last query before a sync */
+    PGresult *res; /* result held until its batch's sync */
 };
 
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
@@ -107,8 +107,9 @@ struct pg_stats {
     uint64_t queries;       /* completed */
     uint64_t errors;        /* completed with an error */
     uint64_t reconnects;    /* successful connections after the first */
-    uint64_t batches;       /* syncs sent for API queries */
-    uint64_t batch_retries; /* failed batches resent query by query */
+    uint64_t batches;       /* syncs sent for API queries, resends included */
+    uint64_t batch_retries; /* failed batches whose other queries were resent */
+    uint64_t resent;        /* queries sent again after a failed batch */
     uint32_t in_flight;     /* now */
     uint32_t queued;        /* now, waiting for pipeline room */
     uint32_t batched;       /* now, waiting for the next batch */

@@ -11,7 +11,7 @@ import threading
 
 from conftest import RawClient, get
 
-from .conftest import unique_email, all_workers_status
+from .conftest import all_workers_status, create_user, unique_email
 
 
 def post(path, doc, extra=b""):
@@ -85,3 +85,48 @@ def test_pipelined_lists_under_load_stay_in_step(api):
         assert doc["db_reconnects"] == 0, doc
         assert doc["db_ready"] is True, doc
     assert "nobody waits" not in api.logs_text()
+
+
+def patch(path, doc):
+    return post(path, doc).replace(b"POST ", b"PATCH ", 1)
+
+
+def test_issue6_failed_batch_resends_the_others_together(start_api):
+    """Defect 4 of issue 6 (SPEC 6): when a query of a batch fails, it alone
+    fails; its batch-mates are sent again together, as one batch, and again
+    if that one fails.  Two PATCHes of rows the test holds locked fail by
+    statement_timeout, the second in the first resent batch; the three
+    POSTs pipelined around them must all be created, by one transaction:
+    created_at is now(), the transaction's start time, so the three share
+    it.  (Resent one by one, each would have had its own transaction.)"""
+    srv = start_api(workers=1, statement_timeout_ms=300)
+    locked = [create_user(srv.client, name="Locked %d" % i)["id"] for i in range(2)]
+    emails = [unique_email("together") for _ in range(3)]
+    before = all_workers_status(srv)[1]
+    locker = srv.db.connect(autocommit=False)
+    try:
+        locker.execute("SELECT id FROM users WHERE id = ANY(%s) FOR UPDATE", (locked,))
+        with RawClient(srv.port, timeout=20) as conn:
+            conn.send(post("/users", {"name": "A", "email": emails[0]})
+                      + patch("/users/%d" % locked[0], {"name": "Nope"})
+                      + post("/users", {"name": "B", "email": emails[1]})
+                      + patch("/users/%d" % locked[1], {"name": "Nope"})
+                      + post("/users", {"name": "C", "email": emails[2]}))
+            answers = [conn.read_final_response() for _ in range(5)]
+    finally:
+        locker.rollback()
+        locker.close()
+    seen = [(r.status, r.body[:80]) for r in answers]
+    assert [r.status for r in answers] == [201, 504, 201, 504, 201], seen
+    users = [answers[i].json() for i in (0, 2, 4)]
+    assert [u["email"] for u in users] == emails, seen
+    assert len({u["created_at"] for u in users}) == 1, users
+    assert srv.db.count("users", "email = ANY(%s)", (emails,)) == 3
+    assert srv.db.count("audit_log", "action = 'created' AND entity_id = ANY(%s)",
+                        ([u["id"] for u in users],)) == 3
+    assert srv.db.count("users", "name = 'Nope'") == 0
+    after = all_workers_status(srv)[1]
+    # the first batch and two resends of it, one sync each
+    assert after["db_batch_retries"] - before["db_batch_retries"] == 2, (before, after)
+    assert after["db_resent"] - before["db_resent"] == 4 + 3, (before, after)
+    assert after["db_batches"] - before["db_batches"] == 3, (before, after)
