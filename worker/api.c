@@ -247,6 +247,7 @@ api_request_timeout(struct loop *loop, struct timer *t)
     struct worker *wk = worker_self();
 
     (void)loop;
+    a->q.cancelled = true; /* answered now: not worth sending (SPEC 6) */
     if (!a->answered)
         api_error(a, 504, "Request not answered within %u ms",
                   wk->cfg->request_timeout_ms);

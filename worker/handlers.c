@@ -48,7 +48,7 @@ debug_worker(struct req_ctx *ctx)
 {
     const struct worker *wk = ctx->wk;
     const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
-    char body[640];
+    char body[768];
     int n;
 
     n = snprintf(body, sizeof(body),
@@ -59,7 +59,7 @@ debug_worker(struct req_ctx *ctx)
                  "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
                  "\"db_batches\":%llu,"
                  "\"db_batch_retries\":%llu,\"db_resent\":%llu,"
-                 "\"allocs\":%llu}",
+                 "\"db_dropped\":%llu,\"allocs\":%llu}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
                  wk->nconns, (unsigned long long)wk->requests,
                  (unsigned long long)wk->yields,
@@ -72,6 +72,7 @@ debug_worker(struct req_ctx *ctx)
                  ps ? (unsigned long long)ps->batches : 0ULL,
                  ps ? (unsigned long long)ps->batch_retries : 0ULL,
                  ps ? (unsigned long long)ps->resent : 0ULL,
+                 ps ? (unsigned long long)ps->dropped : 0ULL,
                  (unsigned long long)buf_allocs);
     conn_reply(ctx, 200, body, (size_t)n, NULL, 0);
 }

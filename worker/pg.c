@@ -86,6 +86,8 @@ struct pg {
     struct qlist fl;    /* sent, result not yet in */
     struct qlist grp;   /* result in, held for the sync */
     struct qlist retry; /* to send again when the failed batch's sync arrives */
+    struct qlist drop;  /* cancelled before being sent: to complete */
+    bool wait_swept;    /* wait swept for cancelled queries this iteration */
     bool failed;        /* the oldest unfinished batch had a query fail */
     uint32_t syncs_out; /* syncs sent, not yet answered */
 
@@ -244,12 +246,45 @@ send_batch(struct pg *pg, struct qlist *l)
     return 0;
 }
 
+/*
+ * Moves the cancelled queries of *l to the drop list, keeping the order
+ * of the others.  O(length of l).
+ */
+static void
+sweep(struct pg *pg, struct qlist *l)
+{
+    struct qlist keep = {0};
+    struct pg_query *q;
+
+    while ((q = pop(l)) != NULL)
+        push(q->cancelled ? &pg->drop : &keep, q);
+    *l = keep;
+    note_sizes(pg);
+}
+
+/*
+ * Completes the dropped queries, from the loop (pg_flush(), drain()),
+ * never from pg_submit() or from whoever set cancelled.  A callback may
+ * submit again; anything it cancels on the way is dropped too.
+ */
+static void
+complete_dropped(struct pg *pg)
+{
+    struct pg_query *q;
+
+    while ((q = pop(&pg->drop)) != NULL) {
+        pg->stats.dropped++;
+        q->done(q, NULL, "cancelled");
+    }
+}
+
 /* After results arrived: move waiting queries into the next batch. */
 static void
 refill(struct pg *pg)
 {
     while (pg->wait.head && pg->stats.in_flight + pg->batch.n < pg->depth) {
-        push(&pg->batch, pop(&pg->wait));
+        struct pg_query *q = pop(&pg->wait);
+        push(q->cancelled ? &pg->drop : &pg->batch, q);
         note_sizes(pg);
     }
 }
@@ -285,11 +320,13 @@ fail_all(struct pg *pg, const char *why)
     struct qlist grp = pg->grp, fl = pg->fl, retry = pg->retry;
     struct qlist batch = pg->batch, wait = pg->wait;
 
-    /* detach every list before the first callback */
+    /* detach every list before the first callback; the dropped ones keep
+     * their list: callbacks may drop more */
     pg->grp = pg->fl = pg->retry = pg->batch = pg->wait = (struct qlist){0};
     pg->failed = false;
     pg->syncs_out = 0;
     note_sizes(pg);
+    complete_dropped(pg);
     fail_list(pg, &grp, why);
     fail_list(pg, &fl, why);
     fail_list(pg, &retry, why);
@@ -575,13 +612,18 @@ end_batch(struct pg *pg)
 
     if (pg->failed) {
         struct qlist again = pg->retry;
+        int rc = 0;
         pg->failed = false;
         pg->retry = (struct qlist){0};
-        if (again.head == NULL)
-            return 0;
-        pg->stats.batch_retries++;
-        pg->stats.resent += again.n;
-        return send_batch(pg, &again);
+        sweep(pg, &again); /* answered meanwhile (504): not worth resending */
+        if (again.head) {
+            pg->stats.batch_retries++;
+            pg->stats.resent += again.n;
+            rc = send_batch(pg, &again);
+        }
+        if (rc == 0)
+            complete_dropped(pg);
+        return rc;
     }
     pg->grp = (struct qlist){0};
     while (held.head) {
@@ -736,12 +778,21 @@ pg_submit(struct pg *pg, struct pg_query *q)
     if (pg == NULL || pg->state != PG_READY)
         return PG_E_DOWN;
     q->res = NULL;
-    if (pg->stats.in_flight + pg->batch.n < pg->depth && pg->wait.head == NULL)
+    if (pg->stats.in_flight + pg->batch.n < pg->depth &&
+        pg->wait.head == NULL) {
         push(&pg->batch, q);
-    else if (pg->wait.n < pg->queue_max)
-        push(&pg->wait, q);
-    else
+        note_sizes(pg);
+        return PG_OK;
+    }
+    if (pg->wait.n >= pg->queue_max && !pg->wait_swept) {
+        /* answered requests (504) may hold the places: once per loop
+         * iteration at most, since under overload the sweep finds none */
+        pg->wait_swept = true;
+        sweep(pg, &pg->wait);
+    }
+    if (pg->wait.n >= pg->queue_max)
         return PG_E_FULL;
+    push(&pg->wait, q);
     note_sizes(pg);
     return PG_OK;
 }
@@ -749,11 +800,24 @@ pg_submit(struct pg *pg, struct pg_query *q)
 void
 pg_flush(struct pg *pg)
 {
-    if (pg == NULL || pg->state != PG_READY || pg->batch.head == NULL)
+    if (pg == NULL)
+        return;
+    pg->wait_swept = false;
+    complete_dropped(pg);
+    if (pg->state != PG_READY || pg->batch.head == NULL)
         return;
     /* while earlier batches are out, let this one grow: the queries that
      * arrive during a commit share the next one (adaptive group commit) */
     if (pg->syncs_out >= PG_BATCHES_IN_FLIGHT)
+        return;
+    /* cancelled queries are not sent; their callbacks run first, so
+     * that whatever they submit goes out with this batch */
+    sweep(pg, &pg->batch);
+    while (pg->drop.head) {
+        complete_dropped(pg);
+        sweep(pg, &pg->batch);
+    }
+    if (pg->batch.head == NULL)
         return;
     if (send_batch(pg, &pg->batch) < 0) {
         lost(pg, PQerrorMessage(pg->conn));

@@ -37,7 +37,9 @@
  * (SPEC 4: exit 2 only for a worker that never served).
  *
  * Flow control: at most depth queries in flight; up to queue_max more wait
- * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).
+ * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).  Queries
+ * whose answer nobody wants any more (pg_query.cancelled) are dropped
+ * before they are sent (SPEC 6), and give their place in the FIFO back.
  */
 #ifndef APIARY_PG_H
 #define APIARY_PG_H
@@ -81,6 +83,14 @@ struct pg_query {
     const char *values[PG_MAX_PARAMS]; /* must live until done runs */
     pg_done_fn done;
     void *arg; /* the submitter's */
+    /*
+     * Set by the submitter, at any time, when nobody wants the answer any
+     * more (the request was answered 504, its client left).  A query not
+     * yet sent, or waiting to be sent again after a failed batch, is then
+     * never sent: pg completes it with done(q, NULL, "cancelled"), from
+     * the loop.  One already sent completes normally.  pg never clears it.
+     */
+    bool cancelled;
     /* pg's own, while the query is in its hands: */
     PGresult *res; /* result held until its batch's sync */
 };
@@ -110,6 +120,7 @@ struct pg_stats {
     uint64_t batches;       /* syncs sent for API queries, resends included */
     uint64_t batch_retries; /* failed batches whose other queries were resent */
     uint64_t resent;        /* queries sent again after a failed batch */
+    uint64_t dropped;       /* cancelled before being sent (not in queries) */
     uint32_t in_flight;     /* now */
     uint32_t queued;        /* now, waiting for pipeline room */
     uint32_t batched;       /* now, waiting for the next batch */

@@ -424,3 +424,57 @@ def test_issue6_host_list_with_a_dead_first_host(start_api, db):
     user = create_user(srv.client)
     assert srv.client.get("/users/%d" % user["id"]).json() == user
     assert "timed out connecting" not in srv.logs_text(), srv.logs_text()
+
+
+def test_issue6_query_of_a_timed_out_request_is_not_sent(start_api):
+    """SPEC 6: a query whose request was already answered (504) is not sent
+    if it has not been sent yet, and gives its place in the queue back.
+    One PATCH is stuck on a row lock (pipeline depth 1), one GET waits
+    behind it (queue limit 1); both time out.  A new GET then finds the
+    queue full of a dead request: it must be accepted (not 503), the dead
+    GET never reaches PostgreSQL, and the new one is answered once the lock
+    is gone."""
+    srv = start_api(workers=1, db_pipeline_depth=1, db_queue_limit=1,
+                    request_timeout_ms=int(scaled(1) * 1000))
+    user = create_user(srv.client, name="Before")
+    uid = user["id"]
+
+    def stats():
+        doc, _ = worker_status(srv)
+        return doc
+
+    locker = srv.db.connect(autocommit=False)
+    clients = []
+    try:
+        locker.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (uid,))
+        for req in (b"PATCH /users/%d HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: 16\r\n\r\n"
+                    b'{"name":"After"}' % uid, get("/users/%d" % uid)):
+            c = srv.connect()
+            clients.append(c)
+            c.send(req)
+        wait_for(lambda: stats()["db_queued"] == 1, 5, "the GET to wait behind the PATCH")
+        before = stats()
+        for c in clients:
+            assert_error_raw(c.read_final_response(), 504)
+        late = srv.connect()
+        clients.append(late)
+        late.send(get("/users/%d" % uid))
+        wait_for(lambda: stats().get("db_dropped", 0) == before.get("db_dropped", 0) + 1,
+                 5, "the timed-out GET to be dropped")
+        assert stats()["db_queued"] == 1  # the new GET took its place
+    finally:
+        locker.rollback()
+        locker.close()
+    r = late.read_final_response()
+    assert r.status == 200 and r.json()["id"] == uid, r
+    after = stats()
+    for c in clients:
+        c.close()
+    # the PATCH and the new GET ran; the dropped GET never did
+    assert after["db_queries"] - before["db_queries"] == 2, (before, after)
+    assert after["db_in_flight"] == 0 and after["db_queued"] == 0, after
+
+
+def assert_error_raw(resp, code):
+    assert resp.status == code and is_json_error(resp.body, code), resp
