@@ -27,11 +27,11 @@
 
 static const struct pg_stmt_def stmts[S_COUNT] = {
     [S_USER_GET] = {"user_get", "SELECT " USER_COLS " FROM users WHERE id = $1",
-                    1},
+                    1, true},
     [S_USER_LIST] = {"user_list",
                      "SELECT " USER_COLS " FROM users ORDER BY id "
                      "LIMIT $1 OFFSET $2",
-                     2},
+                     2, true},
     [S_USER_CREATE] =
         {"user_create",
          "WITH u AS (INSERT INTO users (name, email) VALUES ($1, $2) "
@@ -74,7 +74,7 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
                                          "ORDER BY id LIMIT $2 OFFSET $3) o ON "
                                          "true WHERE u.id = $1 "
                                          "ORDER BY o.id",
-         3},
+         3, true},
     [S_USER_AUDIT] =
         {"user_audit",
          "SELECT k.known, a.id, a.action, a.entity, a.entity_id, "
@@ -87,7 +87,7 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
                              "user_id = $1 "
                              "ORDER BY id DESC LIMIT $2 OFFSET $3) a ON true "
                              "ORDER BY a.id DESC",
-         3},
+         3, true},
     [S_ORDER_CREATE] =
         {"order_create",
          "WITH prev AS (SELECT k.request_hash, o.* FROM idempotency_keys k "
@@ -112,9 +112,10 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
                              "idempotency_keys k JOIN orders o ON o.id = "
                              "k.order_id "
                              "WHERE k.key = $1",
-         1},
+         1, true},
     [S_ORDER_GET] = {"order_get",
-                     "SELECT " ORDER_COLS " FROM orders WHERE id = $1", 1},
+                     "SELECT " ORDER_COLS " FROM orders WHERE id = $1", 1,
+                     true},
     [S_ORDER_STATUS] =
         {"order_status",
          "WITH cur AS (SELECT id, status FROM orders WHERE id = $1 "

@@ -20,6 +20,26 @@
  * Resending one by one, a sync each, as this file once did, made one
  * duplicate email cost every batch-mate a commit of its own.
  *
+ * Reads first, and why a read's result need not wait for the sync: the
+ * server runs one connection's messages in order, and ends a batch
+ * (commit and WAL flush, or rollback) when it reads the batch's sync,
+ * before it runs the next batch's first query.  send_batch() puts a
+ * batch's reads ahead of its writes, so each read sees every earlier
+ * batch in its final state and nothing of its own batch: whether its
+ * batch then commits or fails cannot change what the read returned, and
+ * the read completes when its result arrives (q->early).  A Flush message
+ * after the reads makes the server send their results at once (it
+ * buffers output until a sync otherwise, so a write stuck on a lock would
+ * hold them).  Writes are held for the sync as before.  Causality between
+ * clients holds: a client that reads after being told "created" submits its
+ * read after that batch's sync arrived, so the read goes in a later batch and
+ * sees the write.  Within one client, pg_query.origin keeps a pipelined read
+ * behind its own earlier write of the same batch (that read then waits
+ * for the sync like a write, having possibly seen uncommitted rows).
+ * What remains: a read still runs after the commit of the batch ahead of
+ * it on this connection (at most one WAL flush, never its own batch's);
+ * only a second connection for reads would remove that.
+ *
  * Honest limit: batches already sent behind the failed one (at most
  * PG_BATCHES_IN_FLIGHT - 1) run before the resent queries, so a write
  * that was in the failed batch can land after one submitted later.
@@ -219,24 +239,54 @@ send_query(struct pg *pg, struct pg_query *q)
 }
 
 /*
- * Sends the queries of *l (emptied) as one batch: back to back, then one
- * sync.  -1 if libpq refused; the queries not sent then wait on the retry
- * list, which lost() fails with the rest.
+ * True when the read q of batch l must wait for l's commit: a write with
+ * the same origin was submitted before it.  O(position of q), and only
+ * for reads that have an origin.
+ */
+static bool
+behind_own_write(const struct pg *pg, const struct qlist *l,
+                 const struct pg_query *q)
+{
+    if (q->origin == NULL)
+        return false;
+    for (const struct pg_query *p = l->head; p != q; p = p->next)
+        if (p->origin == q->origin && !pg->stmts[p->stmt].read_only)
+            return true;
+    return false;
+}
+
+/*
+ * Sends the queries of *l (emptied) as one batch: the reads first (see
+ * pg.h), then the rest in submission order, then one sync.  -1 if libpq
+ * refused; the queries not sent then wait on the retry list, which lost()
+ * fails with the rest.
  */
 static int
 send_batch(struct pg *pg, struct qlist *l)
 {
-    struct pg_query *q;
+    struct qlist order = {0}, rest = {0};
+    struct pg_query *q, *flush_at;
 
     if (l->head == NULL)
         return 0;
-    while ((q = pop(l)) != NULL) {
+    for (q = l->head; q; q = q->next)
+        q->early = pg->stmts[q->stmt].read_only && !behind_own_write(pg, l, q);
+    while ((q = pop(l)) != NULL)
+        push(q->early ? &order : &rest, q);
+    /*
+     * The server buffers its output until a sync, or until a Flush
+     * message: without one, the reads' results would wait behind the
+     * writes (a write stuck on a lock would hold them all).
+     */
+    flush_at = order.head && rest.head ? order.tail : NULL;
+    append(&order, &rest);
+    while ((q = pop(&order)) != NULL) {
         if (send_query(pg, q) < 0) {
             push(&pg->retry, q);
-            append(&pg->retry, l);
-            note_sizes(pg);
-            return -1;
+            goto refused;
         }
+        if (q == flush_at && !PQsendFlushRequest(pg->conn))
+            goto refused;
     }
     note_sizes(pg);
     if (!PQpipelineSync(pg->conn))
@@ -244,6 +294,10 @@ send_batch(struct pg *pg, struct qlist *l)
     pg->syncs_out++;
     pg->stats.batches++;
     return 0;
+refused:
+    append(&pg->retry, &order);
+    note_sizes(pg);
+    return -1;
 }
 
 /*
@@ -570,15 +624,20 @@ complete(struct pg *pg, struct pg_query *q, PGresult *res)
 
 /*
  * One query's result (q has left fl).  In a batch without a failure so
- * far, a success is held for the sync (nobody is told "created" before
- * the commit); a failure completes q at once and sends everything held
- * to the retry list; after a failure every result is
- * PGRES_PIPELINE_ABORTED and its query joins the retry list too.
+ * far, a read sent ahead of the writes completes at once, and any other
+ * success is held for the sync (nobody is told "created" before the
+ * commit); a failure completes q at once and sends everything held to the
+ * retry list; after a failure every result is PGRES_PIPELINE_ABORTED and
+ * its query joins the retry list too.
  */
 static void
 one_result(struct pg *pg, struct pg_query *q, PGresult *res)
 {
     if (!pg->failed && result_ok(res)) {
+        if (q->early) {
+            complete(pg, q, res);
+            return;
+        }
         q->res = res;
         push(&pg->grp, q);
         return;

@@ -11,11 +11,20 @@
  * are sent back to back with a single sync after them, so PostgreSQL runs
  * them as one implicit transaction: one commit (one WAL flush) and one
  * write(2) for the lot, where a sync per query would cost a commit each.
- * Results are held until the batch's sync confirms the commit, so nobody is
- * told "created" before it is durable.  If a query of a batch fails, the
- * batch rolls back as a whole; the failing query alone completes with its
- * error, and all the others are sent again together as one new batch (one
- * sync), which may fail and shrink again (pg.c has the details).
+ * Results of writes are held until the batch's sync confirms the commit,
+ * so nobody is told "created" before it is durable.  If a query of a batch
+ * fails, the batch rolls back as a whole; the failing query alone completes
+ * with its error, and all the others are sent again together as one new batch
+ * (one sync), which may fail and shrink again (pg.c has the details).
+ *
+ * Reads first (SPEC 6: reads never wait for another request's commit):
+ * each batch sends its read-only statements (pg_stmt_def.read_only) before
+ * its writes, and a read completes as soon as its result arrives.  It ran
+ * before any write of its batch, so it cannot have seen them, and its
+ * result does not depend on whether the batch commits; earlier batches
+ * had committed before it ran (the server finishes a batch, commit and
+ * WAL flush included, before it reads the next).  pg_query.origin keeps
+ * a client's own read behind its own earlier write.
  *
  * States:  DOWN --connect--> CONNECTING --ok--> PREPARING --ok--> READY
  *            ^                    |                  |              |
@@ -74,6 +83,13 @@ struct pg_stmt_def {
     const char *name;
     const char *sql;
     int nparams;
+    /*
+     * The statement only reads: it is sent ahead of its batch's writes and
+     * completes as soon as its result arrives, without waiting for the
+     * batch's commit (see "Reads first" above).  A statement that writes
+     * anything must leave it false.
+     */
+    bool read_only;
 };
 
 struct pg_query {
@@ -84,6 +100,14 @@ struct pg_query {
     pg_done_fn done;
     void *arg; /* the submitter's */
     /*
+     * The submitter's ordering key, or NULL: a read never moves ahead of a
+     * write with the same origin submitted before it (a client's pipelined
+     * POST then GET: RFC 9112 9.3.2 lets a server run pipelined requests
+     * in parallel only when all are safe).  The client connection is the
+     * natural key.
+     */
+    const void *origin;
+    /*
      * Set by the submitter, at any time, when nobody wants the answer any
      * more (the request was answered 504, its client left).  A query not
      * yet sent, or waiting to be sent again after a failed batch, is then
@@ -93,6 +117,7 @@ struct pg_query {
     bool cancelled;
     /* pg's own, while the query is in its hands: */
     PGresult *res; /* result held until its batch's sync */
+    bool early;    /* sent ahead of the batch's writes: completes at once */
 };
 
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };

@@ -7,9 +7,11 @@ must see regardless: each request gets its own outcome even when a
 batch-mate fails, and results never get matched to the wrong request.
 """
 import json
+import os
+import signal
 import threading
 
-from conftest import RawClient, get
+from conftest import RawClient, get, server_rx_queue, wait_for
 
 from .conftest import all_workers_status, create_user, unique_email
 
@@ -130,3 +132,48 @@ def test_issue6_failed_batch_resends_the_others_together(start_api):
     assert after["db_batch_retries"] - before["db_batch_retries"] == 2, (before, after)
     assert after["db_resent"] - before["db_resent"] == 4 + 3, (before, after)
     assert after["db_batches"] - before["db_batches"] == 3, (before, after)
+
+
+def test_issue6_read_does_not_wait_for_its_batch_write(start_api):
+    """SPEC 6: reads never wait for another request's commit.  A PATCH
+    stuck on a row lock and a GET from another client travel in one batch
+    (the worker is stopped while both arrive, so it reads them in one loop
+    iteration); the GET was sent ahead of the write and is answered while
+    the PATCH still waits.  (Sent after the PATCH, in its transaction, it
+    used to wait for the lock too.)"""
+    srv = start_api(workers=1)
+    locked = create_user(srv.client, name="Locked")
+    other = create_user(srv.client, name="Other")
+    worker = srv.worker_pids()[0]
+    locker = srv.db.connect(autocommit=False)
+    writer, reader = srv.connect(), srv.connect()
+    try:
+        for c in (writer, reader):  # accepted and registered before the stop
+            assert c.request(get("/health")).status == 200
+        locker.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (locked["id"],))
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            writer.send(patch("/users/%d" % locked["id"], {"name": "Later"}))
+            reader.send(get("/users/%d" % other["id"]))
+            wait_for(lambda: all(server_rx_queue(srv.port, c.sock)
+                                 for c in (writer, reader)),
+                     5, "both requests to reach the stopped worker")
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        r = reader.read_final_response(timeout=5)
+        assert r.status == 200 and r.json() == other, r
+        # the PATCH is still waiting for the lock, in the same batch
+        doc = all_workers_status(srv)[1]
+        assert doc["db_in_flight"] == 1, doc
+        assert srv.db.count("pg_stat_activity", "application_name LIKE 'apiaryd worker%'"
+                            " AND wait_event_type = 'Lock'"
+                            " AND datname = current_database()") == 1
+    finally:
+        locker.rollback()
+        locker.close()
+    try:
+        r = writer.read_final_response()
+        assert r.status == 200 and r.json()["name"] == "Later", r
+    finally:
+        writer.close()
+        reader.close()
