@@ -3,8 +3,9 @@
  *
  * Each handler validates what it can without the database (ids, paging,
  * the JSON body) and answers 400/415 itself; the database answers the rest
- * (404 when no row, 409 on the unique email index or on a user who still
- * has orders).
+ * from what its statement returns (404 when no row; 409 for an email in
+ * use or a user who still has orders, see api.c on why these are results,
+ * not errors).
  */
 #include "api_priv.h"
 
@@ -166,6 +167,7 @@ string_field(struct req_ctx *ctx, json_t *obj, const char *key,
     return 1;
 }
 
+/* A write that raised: 23505 only when two requests raced for an email. */
 static void
 user_write_error(struct apireq *a, const PGresult *res)
 {
@@ -195,7 +197,8 @@ created_user(struct apireq *a, const PGresult *res)
         return;
     }
     if (PQntuples(res) != 1) {
-        api_error(a, 500, "Database returned no row");
+        /* ON CONFLICT DO NOTHING: the address is taken */
+        api_error(a, 409, "Email already in use");
         return;
     }
     json_reset(b);
@@ -245,6 +248,7 @@ out:
 
 /* ---- PATCH /users/{id} ---- */
 
+/* No row: no such user; else "taken, user columns" (NULL when taken). */
 static void
 patched_user(struct apireq *a, const PGresult *res)
 {
@@ -256,8 +260,12 @@ patched_user(struct apireq *a, const PGresult *res)
     }
     if (!api_found(a, res, "User"))
         return;
+    if (PQgetisnull(res, 0, 1)) {
+        api_error(a, 409, "Email already in use");
+        return;
+    }
     json_reset(b);
-    user_json(b, res, 0, 0);
+    user_json(b, res, 0, 1);
     api_reply(a, 200, NULL, 0);
 }
 
@@ -303,17 +311,19 @@ out:
 
 /* ---- DELETE /users/{id} ---- */
 
+/* No row: no such user; else "busy (has orders), deleted id". */
 static void
 deleted_user(struct apireq *a, const PGresult *res)
 {
     struct jbuf *b = api_jbuf();
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (api_sqlstate_is(res, "23503")) {
-            api_error(a, 409, "User %lld has orders and cannot be deleted",
-                      (long long)a->id);
-            return;
-        }
+    /* 23503: an order was created for the user meanwhile (a race) */
+    if ((PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 &&
+         PQgetisnull(res, 0, 1)) ||
+        api_sqlstate_is(res, "23503")) {
+        api_error(a, 409, "User %lld has orders and cannot be deleted",
+                  (long long)a->id);
+        return;
     }
     if (!api_found(a, res, "User"))
         return;

@@ -24,34 +24,49 @@ def post(path, doc, extra=b""):
             + extra + b"\r\n" + body)
 
 
-def test_one_failing_write_does_not_fail_its_batch(api):
+def retries(srv):
+    """db_batch_retries summed over the workers."""
+    return sum(d["db_batch_retries"] for d in all_workers_status(srv).values())
+
+
+def delete(path):
+    return get(path, method=b"DELETE")
+
+
+def test_duplicate_emails_do_not_fail_their_batch(api):
+    """Defect 4 of issue 6 (SPEC 6): a duplicate email is answered from the
+    statement's result (ON CONFLICT DO NOTHING), not from an error, so the
+    batch it travels in is neither rolled back nor resent: the good POSTs
+    commit with it and db_batch_retries does not move.  Duplicates of an
+    existing user and of a batch-mate (the later statement sees the
+    earlier one's row) both answer 409."""
     taken = unique_email("taken")
     r = api.client.post("/users", json={"name": "First", "email": taken})
     assert r.status_code == 201, r.text
-    a, c = unique_email("a"), unique_email("c")
+    a, c, d = unique_email("a"), unique_email("c"), unique_email("d")
     users_before = api.db.count("users")
     audit_before = api.db.count("audit_log")
-    # one write: the three requests are read, dispatched and sent to
-    # PostgreSQL in the same loop iteration
+    retries_before = retries(api)
+    # one write: the requests are read, dispatched and sent to PostgreSQL
+    # in the same loop iteration, as one batch
     with RawClient(api.port) as conn:
         conn.send(post("/users", {"name": "A", "email": a})
                   + post("/users", {"name": "Dup", "email": taken.upper()})
-                  + post("/users", {"name": "C", "email": c}))
-        ra = conn.read_final_response()
-        rdup = conn.read_final_response()
-        rc = conn.read_final_response()
-    assert ra.status == 201, ra
-    assert rdup.status == 409, rdup
-    assert rc.status == 201, rc
-    assert ra.json()["email"] == a and rc.json()["email"] == c
-    # exactly the two good users and their audit rows were committed
-    assert api.db.count("users") == users_before + 2
-    assert api.db.count("audit_log") == audit_before + 2
-    assert api.db.count("users", "email = %s", (a,)) == 1
-    assert api.db.count("users", "email = %s", (c,)) == 1
-    # and it did go as one batch that was resent request by request
-    docs = all_workers_status(api)
-    assert sum(d["db_batch_retries"] for d in docs.values()) >= 1, docs
+                  + post("/users", {"name": "C", "email": c})
+                  + post("/users", {"name": "D", "email": d})
+                  + post("/users", {"name": "D again", "email": d.upper()}))
+        answers = [conn.read_final_response() for _ in range(5)]
+    seen = [(r.status, r.body[:80]) for r in answers]
+    assert [r.status for r in answers] == [201, 409, 201, 201, 409], seen
+    for r in (answers[1], answers[4]):
+        assert r.json() == {"error": {"message": "Email already in use",
+                                      "code": 409}}, r
+    assert [answers[i].json()["email"] for i in (0, 2, 3)] == [a, c, d]
+    # exactly the three good users and their audit rows were committed
+    assert api.db.count("users") == users_before + 3
+    assert api.db.count("audit_log") == audit_before + 3
+    assert api.db.count("users", "lower(email) = lower(%s)", (d,)) == 1
+    assert retries(api) == retries_before
 
 
 def test_pipelined_lists_under_load_stay_in_step(api):
@@ -177,3 +192,56 @@ def test_issue6_read_does_not_wait_for_its_batch_write(start_api):
     finally:
         writer.close()
         reader.close()
+
+
+def test_issue6_expected_outcomes_do_not_fail_their_batch(api):
+    """SPEC 6: every outcome a client can cause on purpose is answered from
+    what the statement returns: an unknown user for an order (422), the
+    delete of a user who has orders (409), a PATCH to a taken email (409),
+    a reused Idempotency-Key (replay, or 409 with another body), a missing
+    user (404).  Pipelined with good writes in one batch, none of them
+    rolls it back: db_batch_retries and db_errors do not move."""
+    c = api.client
+    owner = create_user(c, name="Owner")
+    other = create_user(c, name="Other")
+    body = {"user_id": owner["id"], "amount_cents": 700, "currency": "EUR"}
+    keyed = c.post("/orders", json=body, headers={"Idempotency-Key": "k-issue6"})
+    assert keyed.status_code == 201, keyed.text
+    keyed = keyed.json()
+    fresh = unique_email("fresh")
+    key = b"Idempotency-Key: k-issue6\r\n"
+    reqs = [
+        (post("/users", {"name": "New", "email": fresh}), 201),
+        (post("/orders", dict(body, user_id=987654)), 422),
+        (delete("/users/%d" % owner["id"]), 409),
+        (patch("/users/%d" % other["id"], {"email": owner["email"].upper()}), 409),
+        (post("/orders", body, key), 201),
+        (post("/orders", dict(body, amount_cents=701), key), 409),
+        (patch("/users/%d" % other["id"], {"name": "Renamed"}), 200),
+        (delete("/users/987654"), 404),
+        (patch("/users/987654", {"name": "Nobody"}), 404),
+        (post("/orders", dict(body, user_id=other["id"])), 201),
+    ]
+    counts = api.db.counts()
+    before = all_workers_status(api)
+    with RawClient(api.port) as conn:
+        conn.send(b"".join(r for r, _ in reqs))
+        answers = [conn.read_final_response() for _ in reqs]
+    seen = [(r.status, r.body[:70]) for r in answers]
+    assert [r.status for r in answers] == [st for _, st in reqs], seen
+    assert "Unknown user: 987654" in answers[1].json()["error"]["message"]
+    assert "has orders" in answers[2].json()["error"]["message"]
+    assert answers[3].json()["error"]["message"] == "Email already in use"
+    assert answers[4].json() == keyed and answers[4].header("Idempotent-Replayed") == "true"
+    assert answers[6].json()["name"] == "Renamed"
+    after = all_workers_status(api)
+    for w in after:
+        assert after[w]["db_batch_retries"] == before[w]["db_batch_retries"], (before, after)
+        assert after[w]["db_errors"] == before[w]["db_errors"], (before, after)
+    # written: the new user, the rename, the second order, and their audits
+    now = api.db.counts()
+    assert now["users"] == counts["users"] + 1
+    assert now["orders"] == counts["orders"] + 1
+    assert now["idempotency_keys"] == counts["idempotency_keys"]
+    assert now["audit_log"] == counts["audit_log"] + 3
+    assert api.db.scalar("SELECT email FROM users WHERE id = %s", (other["id"],)) == other["email"]
