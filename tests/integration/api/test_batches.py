@@ -180,9 +180,10 @@ def test_issue6_read_does_not_wait_for_its_batch_write(start_api):
         # the PATCH is still waiting for the lock, in the same batch
         doc = all_workers_status(srv)[1]
         assert doc["db_in_flight"] == 1, doc
-        assert srv.db.count("pg_stat_activity", "application_name LIKE 'apiaryd worker%'"
-                            " AND wait_event_type = 'Lock'"
-                            " AND datname = current_database()") == 1
+        wait_for(lambda: srv.db.count(
+            "pg_stat_activity", "application_name LIKE 'apiaryd worker%'"
+            " AND wait_event_type = 'Lock' AND datname = current_database()") == 1,
+            5, "the PATCH to wait for the lock")
     finally:
         locker.rollback()
         locker.close()
