@@ -42,8 +42,8 @@ answer_existing(struct apireq *a, const PGresult *res, int r, int col)
     api_order_json(b, res, r, col + 1);
     /* the same answer as the first time, marked as a replay */
     n = snprintf(extra, sizeof(extra),
-                 "Location: /orders/%s\r\nIdempotent-Replayed: true\r\n",
-                 PQgetvalue(res, r, col + 1));
+                 "Location: /orders/%lld\r\nIdempotent-Replayed: true\r\n",
+                 (long long)pg_get_int8(res, r, col + 1));
     api_reply(a, 201, extra, (size_t)n);
 }
 
@@ -116,8 +116,8 @@ created_order(struct apireq *a, const PGresult *res)
     }
     json_reset(b);
     api_order_json(b, res, 0, 2);
-    n = snprintf(loc, sizeof(loc), "Location: /orders/%s\r\n",
-                 PQgetvalue(res, 0, 2));
+    n = snprintf(loc, sizeof(loc), "Location: /orders/%lld\r\n",
+                 (long long)pg_get_int8(res, 0, 2));
     api_reply(a, 201, loc, (size_t)n);
 }
 

@@ -231,7 +231,7 @@ send_query(struct pg *pg, struct pg_query *q)
     const struct pg_stmt_def *s = &pg->stmts[q->stmt];
 
     if (!PQsendQueryPrepared(pg->conn, s->name, q->nparams, q->values, NULL,
-                             NULL, 0))
+                             NULL, s->binary ? 1 : 0))
         return -1;
     q->res = NULL;
     push(&pg->fl, q);
@@ -896,4 +896,54 @@ const struct pg_stats *
 pg_get_stats(const struct pg *pg)
 {
     return &pg->stats;
+}
+
+/* ---- binary values ---- */
+
+/* Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch. */
+#define PG_EPOCH_UNIX_US INT64_C(946684800000000)
+
+/* The 8 big-endian bytes of row r, column c: true, or false if not 8. */
+static bool
+get_be64(const PGresult *res, int r, int c, int64_t *out)
+{
+    const unsigned char *p;
+    uint64_t v = 0;
+
+    if (PQgetisnull(res, r, c) || PQgetlength(res, r, c) != 8)
+        return false;
+    p = (const unsigned char *)PQgetvalue(res, r, c);
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    *out = (int64_t)v;
+    return true;
+}
+
+int64_t
+pg_get_int8(const PGresult *res, int r, int c)
+{
+    int64_t v;
+
+    return get_be64(res, r, c, &v) ? v : 0;
+}
+
+int64_t
+pg_get_ts_us(const PGresult *res, int r, int c)
+{
+    int64_t v;
+
+    if (!get_be64(res, r, c, &v))
+        return 0;
+    if (v > INT64_MAX - PG_EPOCH_UNIX_US)
+        return INT64_MAX;
+    if (v == INT64_MIN)
+        return INT64_MIN;
+    return v + PG_EPOCH_UNIX_US;
+}
+
+bool
+pg_get_bool(const PGresult *res, int r, int c)
+{
+    return !PQgetisnull(res, r, c) && PQgetlength(res, r, c) == 1 &&
+           PQgetvalue(res, r, c)[0] != 0;
 }

@@ -90,6 +90,14 @@ struct pg_stmt_def {
      * anything must leave it false.
      */
     bool read_only;
+    /*
+     * Results in binary format, every column: int8 and timestamptz arrive
+     * as 8 bytes that pg_get_int8() and pg_get_ts_us() decode, text as its
+     * bytes (NUL-terminated by libpq as always), bool as one byte
+     * (pg_get_bool()).  PostgreSQL then formats nothing, which is most of a
+     * list query's cost in text format (timestamps above all).
+     */
+    bool binary;
 };
 
 struct pg_query {
@@ -184,5 +192,19 @@ void pg_flush(struct pg *pg);
 bool pg_is_ready(const struct pg *pg);
 
 const struct pg_stats *pg_get_stats(const struct pg *pg);
+
+/*
+ * Values of a binary-format result (pg_stmt_def.binary), row r, column c.
+ * Database rows are outside input: a NULL or a value of another size gives
+ * 0 (false), never a read past the value.
+ *   pg_get_int8   an int8 (bigint)
+ *   pg_get_ts_us  a timestamptz, as microseconds since 1970-01-01 UTC
+ *                 (PostgreSQL counts from 2000-01-01); -infinity and
+ *                 infinity saturate to INT64_MIN and INT64_MAX
+ *   pg_get_bool   a bool
+ */
+int64_t pg_get_int8(const PGresult *res, int r, int c);
+int64_t pg_get_ts_us(const PGresult *res, int r, int c);
+bool pg_get_bool(const PGresult *res, int r, int c);
 
 #endif
