@@ -4,9 +4,34 @@
  *
  * SQL: every statement is prepared once per connection (SPEC 6).  Writes
  * and their audit rows are one statement with data-modifying CTEs, so they
- * commit together or not at all.  Timestamps leave PostgreSQL as integer
- * microseconds since the epoch and are formatted here (json_ts_us), which
- * is cheaper than to_char() and independent of the session time zone.
+ * commit together or not at all.
+ *
+ * Outcomes a client can cause on purpose are answered from what the
+ * statement returns, never from an error it raises: a raised error fails
+ * the pipeline batch it travels in, and the batch-mates are sent again
+ * (pg.h), so one client sending duplicates would slow everybody down
+ * (SPEC 6).  Hence ON CONFLICT DO NOTHING for a taken email (no row: 409),
+ * and existence checks inside the statements: the email of a PATCH, the
+ * user of an order (422), the orders of a deleted user (409).  The checks
+ * see the statement's snapshot, so a true race can still raise (23505 on
+ * a PATCH, 23503 on a delete or an order); the callbacks keep mapping
+ * those to the same answers.
+ *
+ * Idempotency-Key, first attempts racing: order_create inserts the key
+ * row first, with ON CONFLICT (key) DO NOTHING, under an order id taken
+ * from the sequence, and inserts the order only if the key row went in.
+ * A loser's INSERT waits for the winner's transaction and then inserts
+ * nothing, without an error: one order, ever.  Its statement cannot see
+ * the winner's rows (its snapshot predates them), so it returns outcome
+ * 'r' and the callback reads the key in a new statement (order_by_key).
+ *
+ * Results come back in binary format (pg_stmt_def.binary): PostgreSQL
+ * formats nothing, and the callbacks decode int8, bool and timestamptz
+ * with pg_get_*() and format them here (json_i64, json_ts_us), which is
+ * independent of the session time zone.  In text format the timestamp
+ * alone cost the server more than the rest of a list query: to_char(),
+ * or extract(epoch) * 1000000, which is numeric arithmetic per row and,
+ * below a LIMIT ... OFFSET, per skipped row as well.
  */
 #include "api.h"
 #include "api_priv.h"
@@ -19,101 +44,113 @@
 
 #include "log.h"
 
-#define TS(col) "(extract(epoch FROM " col ") * 1000000)::int8"
-#define USER_COLS "id, name, email, " TS("created_at")
-#define ORDER_COLS                                                             \
-    "id, user_id, amount_cents, currency, status, " TS("created_at")
+#define USER_COLS "id, name, email, created_at"
+#define ORDER_COLS "id, user_id, amount_cents, currency, status, created_at"
+
+/* Flags: every statement returns binary results (see the top). */
+#define READ .read_only = true, .binary = true
+#define WRITE .read_only = false, .binary = true
 
 static const struct pg_stmt_def stmts[S_COUNT] = {
     [S_USER_GET] = {"user_get", "SELECT " USER_COLS " FROM users WHERE id = $1",
-                    1},
+                    1, READ},
     [S_USER_LIST] = {"user_list",
                      "SELECT " USER_COLS " FROM users ORDER BY id "
                      "LIMIT $1 OFFSET $2",
-                     2},
+                     2, READ},
     [S_USER_CREATE] =
         {"user_create",
          "WITH u AS (INSERT INTO users (name, email) VALUES ($1, $2) "
+         "ON CONFLICT ((lower(email))) DO NOTHING "
          "RETURNING id, name, email, created_at), "
          "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
          "detail) SELECT id, 'created', 'user', id, "
          "jsonb_build_object('name', name, 'email', email) FROM u) "
          "SELECT " USER_COLS " FROM u",
-         2},
+         2, WRITE},
     [S_USER_PATCH] =
         {"user_patch",
          "WITH old AS (SELECT id, name, email FROM users WHERE id = $1 "
          "FOR UPDATE), "
+         "t AS (SELECT EXISTS (SELECT 1 FROM users WHERE "
+         "lower(email) = lower($3) AND id <> $1) AS taken), "
          "u AS (UPDATE users SET name = coalesce($2, users.name), "
-         "email = coalesce($3, users.email), updated_at = now() FROM old "
-         "WHERE users.id = old.id "
+         "email = coalesce($3, users.email), updated_at = now() FROM old, t "
+         "WHERE users.id = old.id AND NOT t.taken "
          "RETURNING users.id, users.name, users.email, users.created_at), "
          "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
          "detail) SELECT u.id, 'updated', 'user', u.id, jsonb_build_object("
          "'before', jsonb_build_object('name', old.name, 'email', old.email), "
          "'after', jsonb_build_object('name', u.name, 'email', u.email)) "
          "FROM u, old) "
-         "SELECT " USER_COLS " FROM u",
-         3},
+         "SELECT t.taken, u.id, u.name, u.email, u.created_at "
+         "FROM old CROSS JOIN t LEFT JOIN u ON true",
+         3, WRITE},
     [S_USER_DELETE] =
         {"user_delete",
-         "WITH d AS (DELETE FROM users WHERE id = $1 "
+         "WITH b AS (SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1) "
+         "AS busy), "
+         "d AS (DELETE FROM users WHERE id = $1 AND NOT (SELECT busy FROM b) "
          "RETURNING id, name, email), "
          "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
          "detail) SELECT id, 'deleted', 'user', id, "
          "jsonb_build_object('name', name, 'email', email) FROM d) "
-         "SELECT id FROM d",
-         1},
+         "SELECT b.busy, d.id FROM b LEFT JOIN d ON true "
+         "WHERE b.busy OR d.id IS NOT NULL",
+         1, WRITE},
     [S_USER_ORDERS] =
         {"user_orders",
          "SELECT u.id, o.id, o.user_id, o.amount_cents, o.currency, "
-         "o.status, " TS("o.created_at") " FROM users u "
-                                         "LEFT JOIN LATERAL (SELECT * FROM "
-                                         "orders WHERE user_id = u.id "
-                                         "ORDER BY id LIMIT $2 OFFSET $3) o ON "
-                                         "true WHERE u.id = $1 "
-                                         "ORDER BY o.id",
-         3},
+         "o.status, o.created_at FROM users u "
+         "LEFT JOIN LATERAL (SELECT * FROM orders WHERE user_id = u.id "
+         "ORDER BY id LIMIT $2 OFFSET $3) o ON true "
+         "WHERE u.id = $1 ORDER BY o.id",
+         3, READ},
     [S_USER_AUDIT] =
         {"user_audit",
          "SELECT k.known, a.id, a.action, a.entity, a.entity_id, "
-         "a.detail::text, " TS(
-             "a.created_at") " FROM (SELECT "
-                             "EXISTS (SELECT 1 FROM users WHERE id = $1) OR "
-                             "EXISTS (SELECT 1 FROM audit_log WHERE user_id = "
-                             "$1) AS known) k "
-                             "LEFT JOIN LATERAL (SELECT * FROM audit_log WHERE "
-                             "user_id = $1 "
-                             "ORDER BY id DESC LIMIT $2 OFFSET $3) a ON true "
-                             "ORDER BY a.id DESC",
-         3},
+         "a.detail::text, a.created_at FROM (SELECT "
+         "EXISTS (SELECT 1 FROM users WHERE id = $1) OR "
+         "EXISTS (SELECT 1 FROM audit_log WHERE user_id = $1) AS known) k "
+         "LEFT JOIN LATERAL (SELECT * FROM audit_log WHERE user_id = $1 "
+         "ORDER BY id DESC LIMIT $2 OFFSET $3) a ON true "
+         "ORDER BY a.id DESC",
+         3, READ},
     [S_ORDER_CREATE] =
         {"order_create",
          "WITH prev AS (SELECT k.request_hash, o.* FROM idempotency_keys k "
          "JOIN orders o ON o.id = k.order_id WHERE k.key = $4), "
-         "o AS (INSERT INTO orders (user_id, amount_cents, currency) "
-         "SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM prev) "
-         "RETURNING *), "
+         "usr AS (SELECT EXISTS (SELECT 1 FROM users WHERE id = $1) AS known), "
+         "n AS (SELECT nextval(pg_get_serial_sequence('orders', 'id')) AS id "
+         "FROM usr WHERE usr.known AND NOT EXISTS (SELECT 1 FROM prev)), "
          "k AS (INSERT INTO idempotency_keys (key, request_hash, order_id) "
-         "SELECT $4, $5, id FROM o WHERE $4::text IS NOT NULL), "
+         "SELECT $4, $5, id FROM n WHERE $4::text IS NOT NULL "
+         "ON CONFLICT (key) DO NOTHING RETURNING order_id), "
+         "o AS (INSERT INTO orders (id, user_id, amount_cents, currency) "
+         "OVERRIDING SYSTEM VALUE SELECT id, $1, $2, $3 FROM n "
+         "WHERE $4::text IS NULL OR id IN (SELECT order_id FROM k) "
+         "RETURNING *), "
          "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
          "detail) SELECT user_id, 'order_created', 'order', id, "
          "jsonb_build_object('amount_cents', amount_cents, 'currency', "
          "currency) FROM o) "
-         "SELECT NULL::text, " ORDER_COLS " FROM o "
-         "UNION ALL SELECT request_hash, " ORDER_COLS " FROM prev",
-         5},
+         "SELECT 'c', NULL::text, " ORDER_COLS " FROM o "
+         "UNION ALL SELECT 'k', request_hash, " ORDER_COLS " FROM prev "
+         "UNION ALL SELECT CASE WHEN known THEN 'r' ELSE 'u' END, NULL, "
+         "NULL, NULL, NULL, NULL, NULL, NULL FROM usr "
+         "WHERE NOT EXISTS (SELECT 1 FROM o) "
+         "AND NOT EXISTS (SELECT 1 FROM prev)",
+         5, WRITE},
     [S_ORDER_BY_KEY] =
         {"order_by_key",
          "SELECT k.request_hash, o.id, o.user_id, o.amount_cents, "
-         "o.currency, o.status, " TS(
-             "o.created_at") " FROM "
-                             "idempotency_keys k JOIN orders o ON o.id = "
-                             "k.order_id "
-                             "WHERE k.key = $1",
-         1},
+         "o.currency, o.status, o.created_at "
+         "FROM idempotency_keys k JOIN orders o ON o.id = k.order_id "
+         "WHERE k.key = $1",
+         1, READ},
     [S_ORDER_GET] = {"order_get",
-                     "SELECT " ORDER_COLS " FROM orders WHERE id = $1", 1},
+                     "SELECT " ORDER_COLS " FROM orders WHERE id = $1", 1,
+                     READ},
     [S_ORDER_STATUS] =
         {"order_status",
          "WITH cur AS (SELECT id, status FROM orders WHERE id = $1 "
@@ -125,11 +162,13 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
          "detail) SELECT user_id, 'order_status', 'order', id, "
          "jsonb_build_object('from', 'pending', 'to', status) FROM upd) "
          "SELECT cur.status, upd.id, upd.user_id, upd.amount_cents, "
-         "upd.currency, upd.status, " TS(
-             "upd.created_at") " FROM cur "
-                               "LEFT JOIN upd ON true",
-         2},
+         "upd.currency, upd.status, upd.created_at FROM cur "
+         "LEFT JOIN upd ON true",
+         2, WRITE},
 };
+
+#undef READ
+#undef WRITE
 
 const struct pg_stmt_def *
 api_statements(unsigned *n)
@@ -258,6 +297,7 @@ api_abort(struct request *r, void *arg)
     (void)r;
     a->r = NULL;
     a->answered = true;
+    a->q.cancelled = true; /* answered now: not worth sending (SPEC 6) */
     apireq_release(a);
 }
 

@@ -6,11 +6,12 @@
  * one statement, which first looks the key up.  A retry with the same key
  * and the same request gets the original order back (201 again, with
  * "Idempotent-Replayed: true"); the same key with another request is 409.
- * Two first attempts racing with one key both miss the lookup; the
- * primary key on idempotency_keys lets exactly one commit, and the loser
- * (unique violation, its order rolled back with it) looks the key up again
- * and answers like a retry.  "Same request" compares the parsed fields
- * (user_id:amount_cents:currency), not the JSON bytes.
+ * Two first attempts racing with one key both miss the lookup; the key
+ * row goes in first with ON CONFLICT DO NOTHING, so exactly one inserts
+ * it and its order, and the loser, without any error, gets outcome 'r',
+ * looks the key up again in a new statement and answers like a retry
+ * (api.c explains the statement).  "Same request" compares the parsed
+ * fields (user_id:amount_cents:currency), not the JSON bytes.
  */
 #include "api_priv.h"
 
@@ -20,26 +21,29 @@
 
 #include "log.h"
 
-/* Answers from a row "request_hash, order columns..." found by key. */
+/*
+ * Answers from a row found by key: its request hash in column col, the
+ * order's columns after it.
+ */
 static void
-answer_existing(struct apireq *a, const PGresult *res, int r)
+answer_existing(struct apireq *a, const PGresult *res, int r, int col)
 {
     struct jbuf *b = api_jbuf();
     char extra[96];
     int n;
 
-    if (strcmp(PQgetvalue(res, r, 0), a->canon) != 0) {
+    if (strcmp(PQgetvalue(res, r, col), a->canon) != 0) {
         api_error(a, 409,
                   "Idempotency-Key was already used with a different "
                   "request");
         return;
     }
     json_reset(b);
-    api_order_json(b, res, r, 1);
+    api_order_json(b, res, r, col + 1);
     /* the same answer as the first time, marked as a replay */
     n = snprintf(extra, sizeof(extra),
-                 "Location: /orders/%s\r\nIdempotent-Replayed: true\r\n",
-                 PQgetvalue(res, r, 1));
+                 "Location: /orders/%lld\r\nIdempotent-Replayed: true\r\n",
+                 (long long)pg_get_int8(res, r, col + 1));
     api_reply(a, 201, extra, (size_t)n);
 }
 
@@ -57,9 +61,14 @@ got_by_key(struct apireq *a, const PGresult *res)
                   "try again");
         return;
     }
-    answer_existing(a, res, 0);
+    answer_existing(a, res, 0, 0);
 }
 
+/*
+ * One row "outcome, request hash, order columns...": 'c' created, 'k' the
+ * key was known (a retry), 'u' no such user, 'r' the key was taken by a
+ * request that committed meanwhile (read it in a new statement).
+ */
 static void
 created_order(struct apireq *a, const PGresult *res)
 {
@@ -68,17 +77,9 @@ created_order(struct apireq *a, const PGresult *res)
     int n;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* 23503: the user was deleted meanwhile (a race) */
         if (api_sqlstate_is(res, "23503")) {
             api_error(a, 422, "Unknown user: %lld", (long long)a->user_id);
-            return;
-        }
-        if (api_sqlstate_is(res, "23505") && !a->retried &&
-            a->q.values[3] != NULL) {
-            /* lost the race for the key: read what the winner stored */
-            a->retried = true;
-            a->q.nparams = 1;
-            a->q.values[0] = a->q.values[3];
-            api_resubmit(a, S_ORDER_BY_KEY, got_by_key);
             return;
         }
         api_db_error(a, res);
@@ -88,14 +89,35 @@ created_order(struct apireq *a, const PGresult *res)
         api_error(a, 500, "Database returned %d rows", PQntuples(res));
         return;
     }
-    if (!PQgetisnull(res, 0, 0)) {
-        answer_existing(a, res, 0); /* a retry: the key was known */
+    switch (PQgetvalue(res, 0, 0)[0]) {
+    case 'c':
+        break;
+    case 'k':
+        answer_existing(a, res, 0, 1);
+        return;
+    case 'u':
+        api_error(a, 422, "Unknown user: %lld", (long long)a->user_id);
+        return;
+    case 'r':
+        if (a->retried || a->q.values[3] == NULL) {
+            api_error(a, 503,
+                      "Concurrent request with this Idempotency-Key, "
+                      "try again");
+            return;
+        }
+        a->retried = true;
+        a->q.nparams = 1;
+        a->q.values[0] = a->q.values[3];
+        api_resubmit(a, S_ORDER_BY_KEY, got_by_key);
+        return;
+    default:
+        api_error(a, 500, "Database returned an unknown outcome");
         return;
     }
     json_reset(b);
-    api_order_json(b, res, 0, 1);
-    n = snprintf(loc, sizeof(loc), "Location: /orders/%s\r\n",
-                 PQgetvalue(res, 0, 1));
+    api_order_json(b, res, 0, 2);
+    n = snprintf(loc, sizeof(loc), "Location: /orders/%lld\r\n",
+                 (long long)pg_get_int8(res, 0, 2));
     api_reply(a, 201, loc, (size_t)n);
 }
 

@@ -3,8 +3,9 @@
  *
  * Each handler validates what it can without the database (ids, paging,
  * the JSON body) and answers 400/415 itself; the database answers the rest
- * (404 when no row, 409 on the unique email index or on a user who still
- * has orders).
+ * from what its statement returns (404 when no row; 409 for an email in
+ * use or a user who still has orders, see api.c on why these are results,
+ * not errors).
  */
 #include "api_priv.h"
 
@@ -14,20 +15,25 @@
 
 #include "log.h"
 
-/* {"id":..,"name":..,"email":..,"created_at":..} from columns col.. */
+/* A text column of a result, binary or not: its bytes. */
+#define TEXT(res, r, c)                                                        \
+    PQgetvalue((res), (r), (c)), (size_t)PQgetlength((res), (r), (c))
+
+/*
+ * {"id":..,"name":..,"email":..,"created_at":..} from the binary columns
+ * col.. (id int8, name text, email text, created_at timestamptz).
+ */
 static void
 user_json(struct jbuf *b, const PGresult *res, int r, int col)
 {
     json_lit(b, "{\"id\":");
-    json_raw(b, PQgetvalue(res, r, col), (size_t)PQgetlength(res, r, col));
+    json_i64(b, pg_get_int8(res, r, col));
     json_lit(b, ",\"name\":");
-    json_str(b, PQgetvalue(res, r, col + 1),
-             (size_t)PQgetlength(res, r, col + 1));
+    json_str(b, TEXT(res, r, col + 1));
     json_lit(b, ",\"email\":");
-    json_str(b, PQgetvalue(res, r, col + 2),
-             (size_t)PQgetlength(res, r, col + 2));
+    json_str(b, TEXT(res, r, col + 2));
     json_lit(b, ",\"created_at\":");
-    json_ts_us(b, strtoll(PQgetvalue(res, r, col + 3), NULL, 10));
+    json_ts_us(b, pg_get_ts_us(res, r, col + 3));
     json_lit(b, "}");
 }
 
@@ -35,21 +41,17 @@ void
 api_order_json(struct jbuf *b, const PGresult *res, int r, int col)
 {
     json_lit(b, "{\"id\":");
-    json_raw(b, PQgetvalue(res, r, col), (size_t)PQgetlength(res, r, col));
+    json_i64(b, pg_get_int8(res, r, col));
     json_lit(b, ",\"user_id\":");
-    json_raw(b, PQgetvalue(res, r, col + 1),
-             (size_t)PQgetlength(res, r, col + 1));
+    json_i64(b, pg_get_int8(res, r, col + 1));
     json_lit(b, ",\"amount_cents\":");
-    json_raw(b, PQgetvalue(res, r, col + 2),
-             (size_t)PQgetlength(res, r, col + 2));
+    json_i64(b, pg_get_int8(res, r, col + 2));
     json_lit(b, ",\"currency\":");
-    json_str(b, PQgetvalue(res, r, col + 3),
-             (size_t)PQgetlength(res, r, col + 3));
+    json_str(b, TEXT(res, r, col + 3));
     json_lit(b, ",\"status\":");
-    json_str(b, PQgetvalue(res, r, col + 4),
-             (size_t)PQgetlength(res, r, col + 4));
+    json_str(b, TEXT(res, r, col + 4));
     json_lit(b, ",\"created_at\":");
-    json_ts_us(b, strtoll(PQgetvalue(res, r, col + 5), NULL, 10));
+    json_ts_us(b, pg_get_ts_us(res, r, col + 5));
     json_lit(b, "}");
 }
 
@@ -168,6 +170,7 @@ string_field(struct request *r, json_t *obj, const char *key, const char **out,
     return 1;
 }
 
+/* A write that raised: 23505 only when two requests raced for an email. */
 static void
 user_write_error(struct apireq *a, const PGresult *res)
 {
@@ -197,13 +200,14 @@ created_user(struct apireq *a, const PGresult *res)
         return;
     }
     if (PQntuples(res) != 1) {
-        api_error(a, 500, "Database returned no row");
+        /* ON CONFLICT DO NOTHING: the address is taken */
+        api_error(a, 409, "Email already in use");
         return;
     }
     json_reset(b);
     user_json(b, res, 0, 0);
-    n = snprintf(loc, sizeof(loc), "Location: /users/%s\r\n",
-                 PQgetvalue(res, 0, 0));
+    n = snprintf(loc, sizeof(loc), "Location: /users/%lld\r\n",
+                 (long long)pg_get_int8(res, 0, 0));
     api_reply(a, 201, loc, (size_t)n);
 }
 
@@ -248,6 +252,7 @@ out:
 
 /* ---- PATCH /users/{id} ---- */
 
+/* No row: no such user; else "taken, user columns" (NULL when taken). */
 static void
 patched_user(struct apireq *a, const PGresult *res)
 {
@@ -259,8 +264,12 @@ patched_user(struct apireq *a, const PGresult *res)
     }
     if (!api_found(a, res, "User"))
         return;
+    if (PQgetisnull(res, 0, 1)) {
+        api_error(a, 409, "Email already in use");
+        return;
+    }
     json_reset(b);
-    user_json(b, res, 0, 0);
+    user_json(b, res, 0, 1);
     api_reply(a, 200, NULL, 0);
 }
 
@@ -307,17 +316,19 @@ out:
 
 /* ---- DELETE /users/{id} ---- */
 
+/* No row: no such user; else "busy (has orders), deleted id". */
 static void
 deleted_user(struct apireq *a, const PGresult *res)
 {
     struct jbuf *b = api_jbuf();
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        if (api_sqlstate_is(res, "23503")) {
-            api_error(a, 409, "User %lld has orders and cannot be deleted",
-                      (long long)a->id);
-            return;
-        }
+    /* 23503: an order was created for the user meanwhile (a race) */
+    if ((PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 &&
+         PQgetisnull(res, 0, 1)) ||
+        api_sqlstate_is(res, "23503")) {
+        api_error(a, 409, "User %lld has orders and cannot be deleted",
+                  (long long)a->id);
+        return;
     }
     if (!api_found(a, res, "User"))
         return;
@@ -377,7 +388,7 @@ got_user_audit(struct apireq *a, const PGresult *res)
         return;
     }
     n = PQntuples(res);
-    if (n == 0 || PQgetvalue(res, 0, 0)[0] != 't') {
+    if (n == 0 || !pg_get_bool(res, 0, 0)) {
         api_error(a, 404, "User not found: %lld", (long long)a->id);
         return;
     }
@@ -390,18 +401,18 @@ got_user_audit(struct apireq *a, const PGresult *res)
             json_lit(b, ",");
         first = 0;
         json_lit(b, "{\"id\":");
-        json_raw(b, PQgetvalue(res, r, 1), (size_t)PQgetlength(res, r, 1));
+        json_i64(b, pg_get_int8(res, r, 1));
         json_lit(b, ",\"action\":");
-        json_str(b, PQgetvalue(res, r, 2), (size_t)PQgetlength(res, r, 2));
+        json_str(b, TEXT(res, r, 2));
         json_lit(b, ",\"entity\":");
-        json_str(b, PQgetvalue(res, r, 3), (size_t)PQgetlength(res, r, 3));
+        json_str(b, TEXT(res, r, 3));
         json_lit(b, ",\"entity_id\":");
-        json_raw(b, PQgetvalue(res, r, 4), (size_t)PQgetlength(res, r, 4));
+        json_i64(b, pg_get_int8(res, r, 4));
         /* jsonb::text is JSON already */
         json_lit(b, ",\"detail\":");
-        json_raw(b, PQgetvalue(res, r, 5), (size_t)PQgetlength(res, r, 5));
+        json_raw(b, TEXT(res, r, 5));
         json_lit(b, ",\"created_at\":");
-        json_ts_us(b, strtoll(PQgetvalue(res, r, 6), NULL, 10));
+        json_ts_us(b, pg_get_ts_us(res, r, 6));
         json_lit(b, "}");
     }
     json_lit(b, "]");

@@ -62,7 +62,8 @@ debug_worker(struct request *r, void *arg)
                  "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
                  "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
                  "\"db_batches\":%llu,"
-                 "\"db_batch_retries\":%llu,\"allocs\":%llu,"
+                 "\"db_batch_retries\":%llu,\"db_resent\":%llu,"
+                 "\"db_dropped\":%llu,\"allocs\":%llu,"
                  "\"generation\":%u,\"log_dropped\":%llu}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
                  wk->conns.nconns, (unsigned long long)wk->conns.nrequests,
@@ -75,6 +76,8 @@ debug_worker(struct request *r, void *arg)
                  ps ? ps->batched : 0u, ps ? ps->max_in_flight : 0u,
                  ps ? (unsigned long long)ps->batches : 0ULL,
                  ps ? (unsigned long long)ps->batch_retries : 0ULL,
+                 ps ? (unsigned long long)ps->resent : 0ULL,
+                 ps ? (unsigned long long)ps->dropped : 0ULL,
                  (unsigned long long)buf_allocs, wk->generation,
                  (unsigned long long)log_dropped_lines());
     request_reply(r, 200, body, (size_t)n, NULL, 0);

@@ -4,14 +4,58 @@
  * Result matching in pipeline mode: a batch is sent as Query... Sync, so
  * the server answers with each query's result (libpq adds a NULL after
  * each), then a PGRES_PIPELINE_SYNC.  A result moves the head of the
- * in-flight list (fl) to the current batch's list (grp); the sync ends the
- * batch (end_batch()).  After a failed query the rest of its batch comes
- * back as PGRES_PIPELINE_ABORTED.
+ * in-flight list (fl) to the held list (grp) until the sync ends the
+ * batch (end_batch()).  Batches are answered in the order they were sent,
+ * so fl and grp only ever hold the oldest unfinished batch at their heads.
  *
- * Descriptors: libpq may replace its socket while connecting (and closes the
- * old one itself), so after every PQconnectPoll() the socket is compared
- * with the registered one; a closed descriptor has already left epoll, so
- * we only ever unregister a socket that libpq still holds open.
+ * A failed batch (SPEC 6: only the failing query fails): the server
+ * stops at the first error, rolls the implicit transaction back at the
+ * sync and answers PGRES_PIPELINE_ABORTED for the queries after it.  The
+ * failing query completes at once with its error: nothing of its batch
+ * will commit, so its outcome is final.  The queries before it (rolled
+ * back) and after it (never run) go to the retry list in their order, and
+ * when the sync arrives they are sent again together, as one new batch
+ * with one sync, ahead of anything not yet sent.  If that batch fails too,
+ * the same happens again, one query fewer each time, so it ends.
+ * Resending one by one, a sync each, as this file once did, made one
+ * duplicate email cost every batch-mate a commit of its own.
+ *
+ * Reads first, and why a read's result need not wait for the sync: the
+ * server runs one connection's messages in order, and ends a batch
+ * (commit and WAL flush, or rollback) when it reads the batch's sync,
+ * before it runs the next batch's first query.  send_batch() puts a
+ * batch's reads ahead of its writes, so each read sees every earlier
+ * batch in its final state and nothing of its own batch: whether its
+ * batch then commits or fails cannot change what the read returned, and
+ * the read completes when its result arrives (q->early).  A Flush message
+ * after the reads makes the server send their results at once (it
+ * buffers output until a sync otherwise, so a write stuck on a lock would
+ * hold them).  Writes are held for the sync as before.  Causality between
+ * clients holds: a client that reads after being told "created" submits its
+ * read after that batch's sync arrived, so the read goes in a later batch and
+ * sees the write.  Within one client, pg_query.origin keeps a pipelined read
+ * behind its own earlier write of the same batch (that read then waits
+ * for the sync like a write, having possibly seen uncommitted rows).
+ * What remains: a read still runs after the commit of the batch ahead of
+ * it on this connection (at most one WAL flush, never its own batch's);
+ * only a second connection for reads would remove that.
+ *
+ * Honest limit: batches already sent behind the failed one (at most
+ * PG_BATCHES_IN_FLIGHT - 1) run before the resent queries, so a write
+ * that was in the failed batch can land after one submitted later.
+ * Client-caused outcomes do not raise errors (api.c's statements answer
+ * them from their results), so a failed batch means a timeout, a
+ * deadlock or a true race: rare.
+ *
+ * Descriptors: libpq may replace its socket while connecting (the next
+ * host of a list, sslmode=prefer retrying without SSL) and closes the old
+ * one itself; the new socket usually gets the same number.  A closed
+ * descriptor has already left epoll, so comparing numbers cannot tell a
+ * new socket from the old one (a mask change on it is a no-op or fails,
+ * and the new socket is never watched: issue 6, defect 9).  So after every
+ * PQconnectPoll() step the socket is registered from scratch (rewatch()):
+ * a few epoll_ctl() calls per connection.  Once connected the socket stays
+ * the same, and only its mask changes.
  */
 #include "pg.h"
 
@@ -27,15 +71,18 @@
 
 enum pg_state { PG_DOWN = 0, PG_CONNECTING, PG_PREPARING, PG_READY };
 
+/* A FIFO of queries, linked through pg_query.next. */
+struct qlist {
+    struct pg_query *head, *tail;
+    uint32_t n;
+};
+
 /*
  * Batches sent and not yet answered before the next one waits.  Two keep
  * the backend busy (the next batch is queued behind the running one)
  * while letting a batch grow during the commit of the one before.
  */
 #define PG_BATCHES_IN_FLIGHT 2
-
-/* internal queries sent while PREPARING */
-enum { INTERNAL_SCHEMA = 0, INTERNAL_PREPARE = 1 };
 
 struct pg {
     struct loop *loop;
@@ -50,17 +97,22 @@ struct pg {
     unsigned nstmts;
     uint32_t depth, queue_max;
 
-    struct pg_query *batch_head, *batch_tail; /* not yet sent */
-    uint32_t nbatch;
-    struct pg_query *fl_head, *fl_tail;   /* sent, result not yet in */
-    struct pg_query *grp_head, *grp_tail; /* result in, sync not yet */
-    uint32_t grp_size;
-    bool grp_error;     /* a query of the current batch failed */
+    /*
+     * A query is on exactly one list while pg holds it.  Counted in
+     * stats.in_flight: fl, grp and retry (sent at least once).
+     */
+    struct qlist wait;  /* accepted, no pipeline room yet */
+    struct qlist batch; /* the next batch, not yet sent */
+    struct qlist fl;    /* sent, result not yet in */
+    struct qlist grp;   /* result in, held for the sync */
+    struct qlist retry; /* to send again when the failed batch's sync arrives */
+    struct qlist drop;  /* cancelled before being sent: to complete */
+    bool wait_swept;    /* wait swept for cancelled queries this iteration */
+    bool failed;        /* the oldest unfinished batch had a query fail */
     uint32_t syncs_out; /* syncs sent, not yet answered */
-    struct pg_query *wait_head, *wait_tail; /* no pipeline room */
 
-    struct pg_query *internal; /* nstmts + 1, used while PREPARING */
-    unsigned internal_left;
+    unsigned prep_seen; /* PREPARING: results read (schema, statements) */
+    struct pg_events ev;
 
     struct alarm reconnect, connect_timeout;
     uint32_t backoff_ms;
@@ -100,6 +152,16 @@ watch(struct pg *pg, uint32_t mask)
     pg->fd = fd;
 }
 
+/* After a PQconnectPoll() step: the socket may be a new one (see above). */
+static void
+rewatch(struct pg *pg, uint32_t mask)
+{
+    if (pg->fd >= 0) /* EBADF (closed) or ENOENT (number reused): fine */
+        (void)loop_del(pg->loop, &pg->w);
+    pg->fd = -1;
+    watch(pg, mask);
+}
+
 static void
 unwatch(struct pg *pg)
 {
@@ -112,111 +174,196 @@ unwatch(struct pg *pg)
 /* ---- queues ---- */
 
 static void
-push(struct pg_query **head, struct pg_query **tail, struct pg_query *q)
+push(struct qlist *l, struct pg_query *q)
 {
     q->next = NULL;
-    if (*tail)
-        (*tail)->next = q;
+    if (l->tail)
+        l->tail->next = q;
     else
-        *head = q;
-    *tail = q;
+        l->head = q;
+    l->tail = q;
+    l->n++;
 }
 
 static struct pg_query *
-pop(struct pg_query **head, struct pg_query **tail)
+pop(struct qlist *l)
 {
-    struct pg_query *q = *head;
+    struct pg_query *q = l->head;
     if (q) {
-        *head = q->next;
-        if (*head == NULL)
-            *tail = NULL;
+        l->head = q->next;
+        if (l->head == NULL)
+            l->tail = NULL;
         q->next = NULL;
+        l->n--;
     }
     return q;
 }
 
-/* Sends q without a sync; it joins the current implicit transaction. */
+/* Moves every query of from to the end of to. */
+static void
+append(struct qlist *to, struct qlist *from)
+{
+    if (from->head == NULL)
+        return;
+    if (to->tail)
+        to->tail->next = from->head;
+    else
+        to->head = from->head;
+    to->tail = from->tail;
+    to->n += from->n;
+    *from = (struct qlist){0};
+}
+
+static void
+note_sizes(struct pg *pg)
+{
+    pg->stats.batched = pg->batch.n;
+    pg->stats.queued = pg->wait.n;
+    pg->stats.in_flight = pg->fl.n + pg->grp.n + pg->retry.n;
+    if (pg->stats.in_flight > pg->stats.max_in_flight)
+        pg->stats.max_in_flight = pg->stats.in_flight;
+}
+
+/* Sends q without a sync; it joins the batch's implicit transaction. */
 static int
-send_nosync(struct pg *pg, struct pg_query *q)
+send_query(struct pg *pg, struct pg_query *q)
 {
     const struct pg_stmt_def *s = &pg->stmts[q->stmt];
 
     if (!PQsendQueryPrepared(pg->conn, s->name, q->nparams, q->values, NULL,
-                             NULL, 0))
+                             NULL, s->binary ? 1 : 0))
         return -1;
-    q->group_end = false;
     q->res = NULL;
-    push(&pg->fl_head, &pg->fl_tail, q);
+    push(&pg->fl, q);
     return 0;
 }
 
-static int
-send_sync(struct pg *pg)
+/*
+ * True when the read q of batch l must wait for l's commit: a write with
+ * the same origin was submitted before it.  O(position of q), and only
+ * for reads that have an origin.
+ */
+static bool
+behind_own_write(const struct pg *pg, const struct qlist *l,
+                 const struct pg_query *q)
 {
+    if (q->origin == NULL)
+        return false;
+    for (const struct pg_query *p = l->head; p != q; p = p->next)
+        if (p->origin == q->origin && !pg->stmts[p->stmt].read_only)
+            return true;
+    return false;
+}
+
+/*
+ * Sends the queries of *l (emptied) as one batch: the reads first (see
+ * pg.h), then the rest in submission order, then one sync.  -1 if libpq
+ * refused; the queries not sent then wait on the retry list, which lost()
+ * fails with the rest.
+ */
+static int
+send_batch(struct pg *pg, struct qlist *l)
+{
+    struct qlist order = {0}, rest = {0};
+    struct pg_query *q, *flush_at;
+
+    if (l->head == NULL)
+        return 0;
+    for (q = l->head; q; q = q->next)
+        q->early = pg->stmts[q->stmt].read_only && !behind_own_write(pg, l, q);
+    while ((q = pop(l)) != NULL)
+        push(q->early ? &order : &rest, q);
+    /*
+     * The server buffers its output until a sync, or until a Flush
+     * message: without one, the reads' results would wait behind the
+     * writes (a write stuck on a lock would hold them all).
+     */
+    flush_at = order.head && rest.head ? order.tail : NULL;
+    append(&order, &rest);
+    while ((q = pop(&order)) != NULL) {
+        if (send_query(pg, q) < 0) {
+            push(&pg->retry, q);
+            goto refused;
+        }
+        if (q == flush_at && !PQsendFlushRequest(pg->conn))
+            goto refused;
+    }
+    note_sizes(pg);
     if (!PQpipelineSync(pg->conn))
         return -1;
-    pg->fl_tail->group_end = true;
     pg->syncs_out++;
+    pg->stats.batches++;
     return 0;
+refused:
+    append(&pg->retry, &order);
+    note_sizes(pg);
+    return -1;
 }
 
-/* Sends the queued batch with one sync.  -1 if libpq refused (lost). */
-static int
-send_batch(struct pg *pg)
+/*
+ * Moves the cancelled queries of *l to the drop list, keeping the order
+ * of the others.  O(length of l).
+ */
+static void
+sweep(struct pg *pg, struct qlist *l)
+{
+    struct qlist keep = {0};
+    struct pg_query *q;
+
+    while ((q = pop(l)) != NULL)
+        push(q->cancelled ? &pg->drop : &keep, q);
+    *l = keep;
+    note_sizes(pg);
+}
+
+/*
+ * Completes the dropped queries, from the loop (pg_flush(), drain()),
+ * never from pg_submit() or from whoever set cancelled.  A callback may
+ * submit again; anything it cancels on the way is dropped too.
+ */
+static void
+complete_dropped(struct pg *pg)
 {
     struct pg_query *q;
 
-    if (pg->batch_head == NULL)
-        return 0;
-    while ((q = pop(&pg->batch_head, &pg->batch_tail)) != NULL) {
-        pg->nbatch--;
-        pg->stats.batched = pg->nbatch;
-        if (send_nosync(pg, q) < 0) {
-            /* back on the batch: fail_all() answers it */
-            q->next = pg->batch_head;
-            pg->batch_head = q;
-            if (pg->batch_tail == NULL)
-                pg->batch_tail = q;
-            pg->nbatch++;
-            pg->stats.batched = pg->nbatch;
-            return -1;
-        }
-        pg->stats.in_flight++;
+    while ((q = pop(&pg->drop)) != NULL) {
+        pg->stats.dropped++;
+        q->done(q, NULL, "cancelled");
     }
-    if (pg->stats.in_flight > pg->stats.max_in_flight)
-        pg->stats.max_in_flight = pg->stats.in_flight;
-    pg->stats.batches++;
-    return send_sync(pg);
 }
 
 /* After results arrived: move waiting queries into the next batch. */
 static void
 refill(struct pg *pg)
 {
-    while (pg->wait_head && pg->stats.in_flight + pg->nbatch < pg->depth) {
-        struct pg_query *q = pop(&pg->wait_head, &pg->wait_tail);
-        pg->stats.queued--;
-        push(&pg->batch_head, &pg->batch_tail, q);
-        pg->nbatch++;
-        pg->stats.batched = pg->nbatch;
+    while (pg->wait.head && pg->stats.in_flight + pg->batch.n < pg->depth) {
+        struct pg_query *q = pop(&pg->wait);
+        push(q->cancelled ? &pg->drop : &pg->batch, q);
+        note_sizes(pg);
     }
 }
 
 /* ---- connection life ---- */
 
+/*
+ * Completes every query of *l (emptied first: callbacks may call
+ * pg_submit()) with no result and the reason why.
+ */
 static void
-fail_list(struct pg *pg, struct pg_query *q, const char *why)
+fail_list(struct pg *pg, struct qlist *l, const char *why)
 {
+    struct pg_query *q = l->head;
+
+    *l = (struct qlist){0};
     while (q) {
         struct pg_query *next = q->next;
+        q->next = NULL;
         if (q->res) {
             PQclear(q->res);
             q->res = NULL;
         }
-        if (q->done) {
-            pg->stats.errors++;
-            q->done(q, NULL, why);
-        }
+        pg->stats.errors++;
+        q->done(q, NULL, why);
         q = next;
     }
 }
@@ -224,24 +371,21 @@ fail_list(struct pg *pg, struct pg_query *q, const char *why)
 static void
 fail_all(struct pg *pg, const char *why)
 {
-    /* detach the lists first: callbacks may call pg_submit() */
-    struct pg_query *grp = pg->grp_head, *fl = pg->fl_head;
-    struct pg_query *batch = pg->batch_head, *wt = pg->wait_head;
+    struct qlist grp = pg->grp, fl = pg->fl, retry = pg->retry;
+    struct qlist batch = pg->batch, wait = pg->wait;
 
-    pg->grp_head = pg->grp_tail = NULL;
-    pg->fl_head = pg->fl_tail = NULL;
-    pg->batch_head = pg->batch_tail = NULL;
-    pg->wait_head = pg->wait_tail = NULL;
-    pg->grp_size = pg->nbatch = 0;
-    pg->stats.batched = 0;
-    pg->grp_error = false;
+    /* detach every list before the first callback; the dropped ones keep
+     * their list: callbacks may drop more */
+    pg->grp = pg->fl = pg->retry = pg->batch = pg->wait = (struct qlist){0};
+    pg->failed = false;
     pg->syncs_out = 0;
-    pg->stats.in_flight = 0;
-    pg->stats.queued = 0;
-    fail_list(pg, grp, why);
-    fail_list(pg, fl, why);
-    fail_list(pg, batch, why);
-    fail_list(pg, wt, why);
+    note_sizes(pg);
+    complete_dropped(pg);
+    fail_list(pg, &grp, why);
+    fail_list(pg, &fl, why);
+    fail_list(pg, &retry, why);
+    fail_list(pg, &batch, why);
+    fail_list(pg, &wait, why);
 }
 
 static void
@@ -293,80 +437,106 @@ became_ready(struct pg *pg)
     }
     pg->ever_ready = true;
     pg->outage_logged = false;
+    if (pg->ev.ready)
+        pg->ev.ready(pg->ev.arg);
 }
 
-/* Completion of the internal queries sent while PREPARING. */
+/*
+ * The schema is older than this build needs: not a transient failure, so
+ * the next attempt waits the longest backoff; the owner decides whether
+ * to give up (pg never exits the process).
+ */
 static void
-internal_done(struct pg_query *q, const PGresult *res, const char *err)
+schema_too_old(struct pg *pg, const char *diag)
 {
-    struct pg *pg = q->arg;
-    char diag[256];
-
-    if (res == NULL) /* connection failed meanwhile: lost() handles it */
-        return;
-    (void)err;
-    if (q->stmt == INTERNAL_SCHEMA) {
-        ExecStatusType st = PQresultStatus(res);
-        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        if (st == PGRES_FATAL_ERROR && code && strcmp(code, "42P01") == 0)
-            res = NULL; /* no schema_migrations: nothing applied */
-        else if (st != PGRES_TUPLES_OK) {
-            log_error("reading schema_migrations failed: %s",
-                      PQresultErrorMessage(res));
-            exit(2);
-        }
-        if (schema_check(res, diag, sizeof(diag)) < 0) {
-            log_error("%s; this worker refuses to serve", diag);
-            exit(2);
-        }
-    } else if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_error("preparing statement %s failed: %s",
-                  pg->stmts[q->stmt - INTERNAL_PREPARE].name,
-                  PQresultErrorMessage(res));
-        exit(2);
-    }
-    if (--pg->internal_left == 0)
-        became_ready(pg);
+    pg->backoff_ms = PG_BACKOFF_MAX_MS;
+    lost(pg, diag);
+    if (pg->ev.schema_old)
+        pg->ev.schema_old(pg->ev.arg, diag);
 }
 
+/*
+ * One result of PREPARING: first the schema check, then one per
+ * statement, then the sync.  Any failure closes the connection through
+ * lost() (backoff, retry): a worker that is serving must not exit because
+ * schema_migrations was locked or its backend terminated while it
+ * reconnected.  Returns 0, or -1 once the connection is closed.
+ */
+static int
+prep_result(struct pg *pg, PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    unsigned i = pg->prep_seen++;
+    char msg[320];
+    int rc;
+
+    if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        if (i != pg->nstmts + 1) {
+            lost(pg, "protocol out of step while preparing");
+            return -1;
+        }
+        became_ready(pg);
+        return 0;
+    }
+    if (i == 0) {
+        const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (st == PGRES_TUPLES_OK) {
+            rc = schema_check(res, msg, sizeof(msg));
+        } else if (st == PGRES_FATAL_ERROR && code &&
+                   strcmp(code, "42P01") == 0) {
+            rc = schema_check(NULL, msg, sizeof(msg)); /* nothing applied */
+        } else {
+            snprintf(msg, sizeof(msg), "reading schema_migrations failed: %s",
+                     PQresultErrorMessage(res));
+            PQclear(res);
+            lost(pg, msg);
+            return -1;
+        }
+        PQclear(res);
+        if (rc < 0) {
+            schema_too_old(pg, msg);
+            return -1;
+        }
+        return 0;
+    }
+    if (i > pg->nstmts || st != PGRES_COMMAND_OK) {
+        snprintf(msg, sizeof(msg), "preparing statement %s failed: %s",
+                 i > pg->nstmts ? "?" : pg->stmts[i - 1].name,
+                 PQresultErrorMessage(res));
+        PQclear(res);
+        lost(pg, msg);
+        return -1;
+    }
+    PQclear(res);
+    return 0;
+}
+
+/*
+ * Connected: the schema check, a Prepare per statement and one sync, in
+ * one write.  A statement that does not prepare (a table missing) fails
+ * after the schema check has already said why.
+ */
 static void
 connected(struct pg *pg)
 {
-    struct pg_query *q;
-
-    if (PQsetnonblocking(pg->conn, 1) < 0 || !PQenterPipelineMode(pg->conn)) {
-        lost(pg, PQerrorMessage(pg->conn));
-        return;
-    }
+    if (PQsetnonblocking(pg->conn, 1) < 0 || !PQenterPipelineMode(pg->conn))
+        goto fail;
     pg->state = PG_PREPARING;
-    pg->internal_left = pg->nstmts + 1;
-
-    /* the schema check goes first: statements need the tables */
-    q = &pg->internal[0];
-    q->stmt = INTERNAL_SCHEMA;
+    pg->prep_seen = 0;
     if (!PQsendQueryParams(pg->conn, SCHEMA_QUERY, 0, NULL, NULL, NULL, NULL,
-                           0) ||
-        !PQpipelineSync(pg->conn)) {
-        lost(pg, PQerrorMessage(pg->conn));
-        return;
-    }
-    q->res = NULL;
-    q->group_end = true;
-    push(&pg->fl_head, &pg->fl_tail, q);
-    for (unsigned i = 0; i < pg->nstmts; i++) {
-        q = &pg->internal[i + 1];
-        q->stmt = INTERNAL_PREPARE + i;
+                           0))
+        goto fail;
+    for (unsigned i = 0; i < pg->nstmts; i++)
         if (!PQsendPrepare(pg->conn, pg->stmts[i].name, pg->stmts[i].sql,
-                           pg->stmts[i].nparams, NULL) ||
-            !PQpipelineSync(pg->conn)) {
-            lost(pg, PQerrorMessage(pg->conn));
-            return;
-        }
-        q->res = NULL;
-        q->group_end = true;
-        push(&pg->fl_head, &pg->fl_tail, q);
-    }
+                           pg->stmts[i].nparams, NULL))
+            goto fail;
+    if (!PQpipelineSync(pg->conn))
+        goto fail;
     watch(pg, EPOLLIN | EPOLLOUT);
+    return;
+fail:
+    lost(pg, PQerrorMessage(pg->conn));
 }
 
 /* Server notices and the FATAL before a disconnect go to our log, not to
@@ -411,13 +581,13 @@ connect_step(struct pg *pg)
 {
     switch (PQconnectPoll(pg->conn)) {
     case PGRES_POLLING_READING:
-        watch(pg, EPOLLIN);
+        rewatch(pg, EPOLLIN);
         break;
     case PGRES_POLLING_WRITING:
-        watch(pg, EPOLLOUT);
+        rewatch(pg, EPOLLOUT);
         break;
     case PGRES_POLLING_OK:
-        watch(pg, EPOLLIN);
+        rewatch(pg, EPOLLIN);
         connected(pg);
         break;
     default:
@@ -428,62 +598,101 @@ connect_step(struct pg *pg)
 
 /* ---- results ---- */
 
+static bool
+result_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK;
+}
+
 /*
- * A sync arrived: its batch is over.  Committed (no query failed): each
- * query completes with its result, in order.  Rolled back because one
- * failed: alone, that query gets its error; in a batch of several, each is
- * sent again with a sync of its own, so one bad request cannot fail the
- * others.  Queries leave the lists before their callbacks run: a callback
- * may free a query and reuse its memory for a new one at once.
+ * Completes q, which left every list, with res (pg frees it after the
+ * call).  The callback may free q and reuse its memory at once.
+ */
+static void
+complete(struct pg *pg, struct pg_query *q, PGresult *res)
+{
+    q->res = NULL;
+    q->next = NULL;
+    pg->stats.queries++;
+    if (!result_ok(res))
+        pg->stats.errors++;
+    note_sizes(pg);
+    q->done(q, res, NULL);
+    PQclear(res);
+}
+
+/*
+ * One query's result (q has left fl).  In a batch without a failure so
+ * far, a read sent ahead of the writes completes at once, and any other
+ * success is held for the sync (nobody is told "created" before the
+ * commit); a failure completes q at once and sends everything held to the
+ * retry list; after a failure every result is PGRES_PIPELINE_ABORTED and
+ * its query joins the retry list too.
+ */
+static void
+one_result(struct pg *pg, struct pg_query *q, PGresult *res)
+{
+    if (!pg->failed && result_ok(res)) {
+        if (q->early) {
+            complete(pg, q, res);
+            return;
+        }
+        q->res = res;
+        push(&pg->grp, q);
+        return;
+    }
+    if (!pg->failed) {
+        /* the first failure: everything held before it was rolled back */
+        pg->failed = true;
+        for (struct pg_query *h = pg->grp.head; h; h = h->next) {
+            PQclear(h->res);
+            h->res = NULL;
+        }
+        append(&pg->retry, &pg->grp);
+        if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+            complete(pg, q, res); /* the failing query: its outcome is final */
+            return;
+        }
+    }
+    PQclear(res); /* PGRES_PIPELINE_ABORTED: it never ran */
+    push(&pg->retry, q);
+}
+
+/*
+ * A sync arrived: the oldest batch is over.  Committed: every held query
+ * completes with its result, in order.  Failed: the retry list goes out
+ * again as one batch.  Returns -1 if libpq refused to send (lost).
  */
 static int
 end_batch(struct pg *pg)
 {
-    struct pg_query *q = pg->grp_head;
-    bool failed = pg->grp_error;
-    uint32_t n = pg->grp_size;
+    struct qlist held = pg->grp;
 
-    pg->grp_head = pg->grp_tail = NULL;
-    pg->grp_size = 0;
-    pg->grp_error = false;
-    if (q == NULL) {
-        log_error("database sent a sync for no query");
-        return -1;
-    }
-    if (failed && n > 1) {
-        pg->stats.batch_retries++;
-        while (q) {
-            struct pg_query *next = q->next;
-            PQclear(q->res);
-            q->res = NULL;
-            if (send_nosync(pg, q) < 0 || send_sync(pg) < 0)
-                return -1;
-            q = next;
+    if (pg->failed) {
+        struct qlist again = pg->retry;
+        int rc = 0;
+        pg->failed = false;
+        pg->retry = (struct qlist){0};
+        sweep(pg, &again); /* answered meanwhile (504): not worth resending */
+        if (again.head) {
+            pg->stats.batch_retries++;
+            pg->stats.resent += again.n;
+            rc = send_batch(pg, &again);
         }
-        return 0;
+        if (rc == 0)
+            complete_dropped(pg);
+        return rc;
     }
-    while (q) {
-        struct pg_query *next = q->next;
-        PGresult *res = q->res;
-        bool internal = q->done == internal_done;
-
-        q->res = NULL;
-        q->next = NULL;
-        if (!internal) {
-            pg->stats.in_flight--;
-            pg->stats.queries++;
-            if (PQresultStatus(res) != PGRES_TUPLES_OK &&
-                PQresultStatus(res) != PGRES_COMMAND_OK)
-                pg->stats.errors++;
-        }
-        if (q->done)
-            q->done(q, res, NULL);
-        PQclear(res);
-        q = next;
+    pg->grp = (struct qlist){0};
+    while (held.head) {
+        struct pg_query *q = pop(&held);
+        complete(pg, q, q->res);
     }
     return 0;
 }
 
+/* Reads every result libpq has; -1 when the protocol is out of step. */
 static int
 drain(struct pg *pg)
 {
@@ -491,37 +700,39 @@ drain(struct pg *pg)
 
     while (pg->conn && !PQisBusy(pg->conn)) {
         PGresult *res = PQgetResult(pg->conn);
-        ExecStatusType st;
         struct pg_query *q;
 
         if (res == NULL) {
             /* the end of one query's results.  Two NULLs in a row mean
              * libpq has nothing more for now. */
-            if ((pg->fl_head == NULL && pg->grp_head == NULL) || ++nulls > 1)
+            if (++nulls > 1)
                 break;
             continue;
         }
         nulls = 0;
-        st = PQresultStatus(res);
-        if (st == PGRES_PIPELINE_SYNC) {
+        if (pg->state == PG_PREPARING) {
+            if (prep_result(pg, res) < 0)
+                return 0; /* closed, and already handled */
+            continue;
+        }
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
             PQclear(res);
-            if (pg->syncs_out > 0)
-                pg->syncs_out--;
+            if (pg->syncs_out == 0) {
+                log_error("database sent a sync out of step");
+                return -1;
+            }
+            pg->syncs_out--;
             if (end_batch(pg) < 0)
                 return -1;
             continue;
         }
-        q = pop(&pg->fl_head, &pg->fl_tail);
+        q = pop(&pg->fl);
         if (q == NULL) {
             PQclear(res);
             log_error("database sent a result nobody waits for");
             return -1;
         }
-        if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
-            pg->grp_error = true;
-        q->res = res;
-        push(&pg->grp_head, &pg->grp_tail, q);
-        pg->grp_size++;
+        one_result(pg, q, res);
     }
     return 0;
 }
@@ -574,24 +785,19 @@ pg_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 struct pg *
 pg_new(struct loop *loop, const char *conninfo, const struct pg_stmt_def *stmts,
        unsigned nstmts, uint32_t statement_timeout_ms, uint32_t depth,
-       uint32_t queue_max, const char *app_name)
+       uint32_t queue_max, const char *app_name, const struct pg_events *ev)
 {
     struct pg *pg = calloc(1, sizeof(*pg));
 
     if (pg == NULL)
         return NULL;
-    pg->internal = calloc(nstmts + 1, sizeof(*pg->internal));
     pg->conninfo = strdup(conninfo);
-    if (pg->internal == NULL || pg->conninfo == NULL) {
-        free(pg->internal);
-        free(pg->conninfo);
+    if (pg->conninfo == NULL) {
         free(pg);
         return NULL;
     }
-    for (unsigned i = 0; i < nstmts + 1; i++) {
-        pg->internal[i].done = internal_done;
-        pg->internal[i].arg = pg;
-    }
+    if (ev)
+        pg->ev = *ev;
     pg->loop = loop;
     pg->fd = -1;
     pg->stmts = stmts;
@@ -620,7 +826,6 @@ pg_free(struct pg **pgp)
         PQfinish(pg->conn);
     pg->conn = NULL;
     fail_all(pg, "worker exiting");
-    free(pg->internal);
     free(pg->conninfo);
     free(pg);
     *pgp = NULL;
@@ -632,29 +837,48 @@ pg_submit(struct pg *pg, struct pg_query *q)
     if (pg == NULL || pg->state != PG_READY)
         return PG_E_DOWN;
     q->res = NULL;
-    if (pg->stats.in_flight + pg->nbatch < pg->depth && pg->wait_head == NULL) {
-        push(&pg->batch_head, &pg->batch_tail, q);
-        pg->nbatch++;
-        pg->stats.batched = pg->nbatch;
+    if (pg->stats.in_flight + pg->batch.n < pg->depth &&
+        pg->wait.head == NULL) {
+        push(&pg->batch, q);
+        note_sizes(pg);
         return PG_OK;
     }
-    if (pg->stats.queued >= pg->queue_max)
+    if (pg->wait.n >= pg->queue_max && !pg->wait_swept) {
+        /* answered requests (504) may hold the places: once per loop
+         * iteration at most, since under overload the sweep finds none */
+        pg->wait_swept = true;
+        sweep(pg, &pg->wait);
+    }
+    if (pg->wait.n >= pg->queue_max)
         return PG_E_FULL;
-    push(&pg->wait_head, &pg->wait_tail, q);
-    pg->stats.queued++;
+    push(&pg->wait, q);
+    note_sizes(pg);
     return PG_OK;
 }
 
 void
 pg_flush(struct pg *pg)
 {
-    if (pg == NULL || pg->state != PG_READY || pg->batch_head == NULL)
+    if (pg == NULL)
+        return;
+    pg->wait_swept = false;
+    complete_dropped(pg);
+    if (pg->state != PG_READY || pg->batch.head == NULL)
         return;
     /* while earlier batches are out, let this one grow: the queries that
      * arrive during a commit share the next one (adaptive group commit) */
     if (pg->syncs_out >= PG_BATCHES_IN_FLIGHT)
         return;
-    if (send_batch(pg) < 0) {
+    /* cancelled queries are not sent; their callbacks run first, so
+     * that whatever they submit goes out with this batch */
+    sweep(pg, &pg->batch);
+    while (pg->drop.head) {
+        complete_dropped(pg);
+        sweep(pg, &pg->batch);
+    }
+    if (pg->batch.head == NULL)
+        return;
+    if (send_batch(pg, &pg->batch) < 0) {
         lost(pg, PQerrorMessage(pg->conn));
         return;
     }
@@ -672,4 +896,54 @@ const struct pg_stats *
 pg_get_stats(const struct pg *pg)
 {
     return &pg->stats;
+}
+
+/* ---- binary values ---- */
+
+/* Microseconds from 1970-01-01 to 2000-01-01, PostgreSQL's epoch. */
+#define PG_EPOCH_UNIX_US INT64_C(946684800000000)
+
+/* The 8 big-endian bytes of row r, column c: true, or false if not 8. */
+static bool
+get_be64(const PGresult *res, int r, int c, int64_t *out)
+{
+    const unsigned char *p;
+    uint64_t v = 0;
+
+    if (PQgetisnull(res, r, c) || PQgetlength(res, r, c) != 8)
+        return false;
+    p = (const unsigned char *)PQgetvalue(res, r, c);
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    *out = (int64_t)v;
+    return true;
+}
+
+int64_t
+pg_get_int8(const PGresult *res, int r, int c)
+{
+    int64_t v;
+
+    return get_be64(res, r, c, &v) ? v : 0;
+}
+
+int64_t
+pg_get_ts_us(const PGresult *res, int r, int c)
+{
+    int64_t v;
+
+    if (!get_be64(res, r, c, &v))
+        return 0;
+    if (v > INT64_MAX - PG_EPOCH_UNIX_US)
+        return INT64_MAX;
+    if (v == INT64_MIN)
+        return INT64_MIN;
+    return v + PG_EPOCH_UNIX_US;
+}
+
+bool
+pg_get_bool(const PGresult *res, int r, int c)
+{
+    return !PQgetisnull(res, r, c) && PQgetlength(res, r, c) == 1 &&
+           PQgetvalue(res, r, c)[0] != 0;
 }

@@ -11,10 +11,20 @@
  * are sent back to back with a single sync after them, so PostgreSQL runs
  * them as one implicit transaction: one commit (one WAL flush) and one
  * write(2) for the lot, where a sync per query would cost a commit each.
- * Results are held until the batch's sync confirms the commit, so nobody is
- * told "created" before it is durable.  If any query of a batch fails, the
- * batch rolled back as a whole; its queries are then sent again one by
- * one, each with its own sync, and each gets its own outcome.
+ * Results of writes are held until the batch's sync confirms the commit,
+ * so nobody is told "created" before it is durable.  If a query of a batch
+ * fails, the batch rolls back as a whole; the failing query alone completes
+ * with its error, and all the others are sent again together as one new batch
+ * (one sync), which may fail and shrink again (pg.c has the details).
+ *
+ * Reads first (SPEC 6: reads never wait for another request's commit):
+ * each batch sends its read-only statements (pg_stmt_def.read_only) before
+ * its writes, and a read completes as soon as its result arrives.  It ran
+ * before any write of its batch, so it cannot have seen them, and its
+ * result does not depend on whether the batch commits; earlier batches
+ * had committed before it ran (the server finishes a batch, commit and
+ * WAL flush included, before it reads the next).  pg_query.origin keeps
+ * a client's own read behind its own earlier write.
  *
  * States:  DOWN --connect--> CONNECTING --ok--> PREPARING --ok--> READY
  *            ^                    |                  |              |
@@ -25,12 +35,20 @@
  * loop, and a reconnect is scheduled with capped exponential backoff
  * (PG_BACKOFF_MIN_MS doubling to PG_BACKOFF_MAX_MS).
  *
- * PREPARING prepares every statement of the table given to pg_new() and
- * checks the schema version (schema.h); an older schema is fatal: the
- * worker logs the missing migration and exits 2 (SPEC 6: refuse to serve).
+ * PREPARING checks the schema version (schema.h) and prepares every
+ * statement of the table given to pg_new().  Any error on the way (the
+ * server gone, a statement timeout, a lock held on schema_migrations, a
+ * statement that does not prepare) is a failed connection like any other:
+ * logged once per outage and retried with backoff; pg never exits the
+ * process.  One outcome is reported separately: a schema confirmed older
+ * than this build needs goes to the schema_old event, and pg retries at the
+ * maximum backoff; whether the worker gives up is the worker's decision
+ * (SPEC 4: exit 2 only for a worker that never served).
  *
  * Flow control: at most depth queries in flight; up to queue_max more wait
- * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).
+ * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).  Queries
+ * whose answer nobody wants any more (pg_query.cancelled) are dropped
+ * before they are sent (SPEC 6), and give their place in the FIFO back.
  */
 #ifndef APIARY_PG_H
 #define APIARY_PG_H
@@ -65,6 +83,21 @@ struct pg_stmt_def {
     const char *name;
     const char *sql;
     int nparams;
+    /*
+     * The statement only reads: it is sent ahead of its batch's writes and
+     * completes as soon as its result arrives, without waiting for the
+     * batch's commit (see "Reads first" above).  A statement that writes
+     * anything must leave it false.
+     */
+    bool read_only;
+    /*
+     * Results in binary format, every column: int8 and timestamptz arrive
+     * as 8 bytes that pg_get_int8() and pg_get_ts_us() decode, text as its
+     * bytes (NUL-terminated by libpq as always), bool as one byte
+     * (pg_get_bool()).  PostgreSQL then formats nothing, which is most of a
+     * list query's cost in text format (timestamps above all).
+     */
+    bool binary;
 };
 
 struct pg_query {
@@ -74,19 +107,53 @@ struct pg_query {
     const char *values[PG_MAX_PARAMS]; /* must live until done runs */
     pg_done_fn done;
     void *arg; /* the submitter's */
+    /*
+     * The submitter's ordering key, or NULL: a read never moves ahead of a
+     * write with the same origin submitted before it (a client's pipelined
+     * POST then GET: RFC 9112 9.3.2 lets a server run pipelined requests
+     * in parallel only when all are safe).  The client connection is the
+     * natural key.
+     */
+    const void *origin;
+    /*
+     * Set by the submitter, at any time, when nobody wants the answer any
+     * more (the request was answered 504, its client left).  A query not
+     * yet sent, or waiting to be sent again after a failed batch, is then
+     * never sent: pg completes it with done(q, NULL, "cancelled"), from
+     * the loop.  One already sent completes normally.  pg never clears it.
+     */
+    bool cancelled;
     /* pg's own, while the query is in its hands: */
-    PGresult *res;  /* result held until its batch's sync */
-    bool group_end; /* the last query before a sync */
+    PGresult *res; /* result held until its batch's sync */
+    bool early;    /* sent ahead of the batch's writes: completes at once */
 };
 
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
+
+/*
+ * What pg tells its owner, from the loop (never from inside a pg_*()
+ * call).  Either callback may be NULL; neither may call pg_free().
+ *   ready       the connection became READY: the first time and after
+ *               every reconnect;
+ *   schema_old  the schema lacks a migration this build needs; diag names
+ *               it ("the database schema lacks migration 0002_x.sql: ...").
+ *               The connection is already closed and a new attempt
+ *               scheduled at PG_BACKOFF_MAX_MS; the callback may exit.
+ */
+struct pg_events {
+    void (*ready)(void *arg);
+    void (*schema_old)(void *arg, const char *diag);
+    void *arg;
+};
 
 struct pg_stats {
     uint64_t queries;       /* completed */
     uint64_t errors;        /* completed with an error */
     uint64_t reconnects;    /* successful connections after the first */
-    uint64_t batches;       /* syncs sent for API queries */
-    uint64_t batch_retries; /* failed batches resent query by query */
+    uint64_t batches;       /* syncs sent for API queries, resends included */
+    uint64_t batch_retries; /* failed batches whose other queries were resent */
+    uint64_t resent;        /* queries sent again after a failed batch */
+    uint64_t dropped;       /* cancelled before being sent (not in queries) */
     uint32_t in_flight;     /* now */
     uint32_t queued;        /* now, waiting for pipeline room */
     uint32_t batched;       /* now, waiting for the next batch */
@@ -96,13 +163,14 @@ struct pg_stats {
 /*
  * Creates the client and starts connecting.  conninfo is a libpq URL or
  * key=value string; stmts (nstmts entries) stay owned by the caller and
- * must outlive pg.  app_name appears in pg_stat_activity.  Returns NULL
- * when out of memory.
+ * must outlive pg.  app_name appears in pg_stat_activity.  ev (NULL: no
+ * events) is copied.  Returns NULL when out of memory.
  */
 struct pg *pg_new(struct loop *loop, const char *conninfo,
                   const struct pg_stmt_def *stmts, unsigned nstmts,
                   uint32_t statement_timeout_ms, uint32_t depth,
-                  uint32_t queue_max, const char *app_name);
+                  uint32_t queue_max, const char *app_name,
+                  const struct pg_events *ev);
 
 /* Closes the connection (in-flight queries complete with an error). */
 void pg_free(struct pg **pgp);
@@ -124,5 +192,19 @@ void pg_flush(struct pg *pg);
 bool pg_is_ready(const struct pg *pg);
 
 const struct pg_stats *pg_get_stats(const struct pg *pg);
+
+/*
+ * Values of a binary-format result (pg_stmt_def.binary), row r, column c.
+ * Database rows are outside input: a NULL or a value of another size gives
+ * 0 (false), never a read past the value.
+ *   pg_get_int8   an int8 (bigint)
+ *   pg_get_ts_us  a timestamptz, as microseconds since 1970-01-01 UTC
+ *                 (PostgreSQL counts from 2000-01-01); -infinity and
+ *                 infinity saturate to INT64_MIN and INT64_MAX
+ *   pg_get_bool   a bool
+ */
+int64_t pg_get_int8(const PGresult *res, int r, int c);
+int64_t pg_get_ts_us(const PGresult *res, int r, int c);
+bool pg_get_bool(const PGresult *res, int r, int c);
 
 #endif

@@ -384,8 +384,6 @@ before_sleep(struct loop *loop, void *arg)
         got_quit = 0;
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
-    if (!wk->serving && pg_is_ready(wk->pg))
-        start_serving(wk, "database ready");
     pg_flush(wk->pg); /* this iteration's queries, as one batch */
     conn_ctx_flush(&wk->conns);
     /* connections closed by the flush: close their fds before sleeping,
@@ -412,6 +410,35 @@ tick(struct loop *loop, void *arg)
 }
 
 /* ---- set-up ---- */
+
+/*
+ * The database client's events (pg.h).  Ready: the start gate opens (a
+ * respawned worker serves only once it can).  An old schema: a worker
+ * that has never served exits 2 (SPEC 4, 6: refuse to serve; the master
+ * decides whether to respawn); one that has served keeps answering 503
+ * while pg retries, since someone may be migrating right now.
+ */
+static void
+db_ready(void *arg)
+{
+    start_serving(arg, "database ready");
+}
+
+static void
+db_schema_old(void *arg, const char *diag)
+{
+    struct worker *wk = arg;
+
+    if (wk->serving) {
+        log_error("%s; answering 503 until it is migrated", diag);
+        return;
+    }
+    log_error("%s; this worker refuses to serve", diag);
+    /* not exit() from inside the database client: leave the loop, clean
+     * up, then exit 2 (worker_run) */
+    wk->exit_status = 2;
+    loop_stop(wk->loop);
+}
 
 static void
 worker_fail(const char *what)
@@ -498,9 +525,10 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         char app[64];
         stmts = api_statements(&nstmts);
         snprintf(app, sizeof(app), "apiaryd worker %u", id);
+        const struct pg_events ev = {db_ready, db_schema_old, wk};
         wk->pg = pg_new(wk->loop, cfg->database_url, stmts, nstmts,
                         cfg->statement_timeout_ms, cfg->db_pipeline_depth,
-                        cfg->db_queue_limit, app);
+                        cfg->db_queue_limit, app, &ev);
         if (wk->pg == NULL)
             worker_fail("pg_new()");
     } else {
@@ -543,5 +571,5 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     log_detach_loop();
     loop_free(&wk->loop);
     log_debug("worker %u exiting", id);
-    exit(0);
+    exit(wk->exit_status);
 }

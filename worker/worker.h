@@ -78,7 +78,8 @@ struct worker {
     struct timer accept_timer, drain_timer;
     struct alarm start_alarm;
 
-    int draining; /* 0, or a DRAIN_* mode of worker.c */
+    int draining;    /* 0, or a DRAIN_* mode of worker.c */
+    int exit_status; /* of the process once the loop ends */
     bool drain_q_added;
 
     /* counters, for /debug/worker and the coming metrics segment */

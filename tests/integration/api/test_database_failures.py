@@ -9,7 +9,7 @@ import time
 
 import requests
 
-from conftest import RawClient, get, scaled, wait_for
+from conftest import HOST, RawClient, free_port, get, scaled, wait_for
 
 from .conftest import (
     all_workers_status,
@@ -350,3 +350,131 @@ def test_db_queue_limit_503(start_api):
             c.close()
     doc = stats()
     assert doc["db_in_flight"] == 0 and doc["db_queued"] == 0, doc
+
+
+WORKER_BACKENDS = ("application_name LIKE 'apiaryd worker%' AND datname = current_database()")
+
+
+def terminate_worker_backends(conn):
+    """pg_terminate_backend() on every apiaryd worker connection to this
+    database; returns how many were terminated."""
+    rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                        + WORKER_BACKENDS).fetchall()
+    return sum(1 for (ok,) in rows if ok)
+
+
+def test_issue6_schema_check_failure_reconnects(start_api):
+    """Defect 3 of issue 6: a worker whose schema check fails while it
+    reconnects must retry with backoff, never exit 2.  The test holds
+    schema_migrations locked and terminates the workers' backends; their new
+    connections' schema checks wait for the lock until statement_timeout
+    cancels them (an error result, which used to exit(2)).  Once both
+    workers have failed that way and connected again, the lock is released:
+    the same processes serve again."""
+    srv = start_api(statement_timeout_ms=300)
+    master = srv.proc.pid
+    workers = srv.workers()
+    user = create_user(srv.client)
+    waiting = WORKER_BACKENDS + " AND wait_event_type = 'Lock'"
+
+    def waiters():
+        return {pid for (pid,) in srv.db.query(
+            "SELECT pid FROM pg_stat_activity WHERE " + waiting)}
+
+    locker = srv.db.connect(autocommit=False)
+    try:
+        locker.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+        with srv.db.connect() as killer:
+            assert terminate_worker_backends(killer) == 2
+        first = wait_for(lambda: len(waiters()) == 2 and waiters(), 10,
+                         "both workers' schema checks to wait for the lock")
+        # each check is cancelled by statement_timeout; each worker connects
+        # again on a new backend, whose check waits again
+        wait_for(lambda: len(waiters() - first) == 2, 10,
+                 "both workers to fail their schema check and try again")
+        down = all_workers_status(srv, 5, lambda doc, ready: ready.status == 503)
+        assert set(down) == set(workers)
+    finally:
+        locker.rollback()
+        locker.close()
+    wait_db_ready(srv, timeout=10)
+    seen = set()
+    for _ in range(8):
+        with RawClient(srv.port) as c:
+            c.send(get("/users/%d" % user["id"]) + get("/debug/worker"))
+            r = c.read_final_response()
+            seen.add(c.read_final_response().json()["worker"])
+        assert r.status == 200 and r.json() == user, r
+    assert seen == set(workers)
+    assert srv.proc.poll() is None and srv.proc.pid == master
+    assert srv.workers() == workers, (workers, srv.workers())
+    text = srv.logs_text()
+    assert "exited with status" not in text and "refuses to serve" not in text, text
+
+
+def test_issue6_host_list_with_a_dead_first_host(start_api, db):
+    """Defect 9 of issue 6: libpq tries the hosts of a list in turn, each on
+    a new socket, which usually gets the descriptor number of the one it
+    replaces; the worker must watch the new socket (it used to keep
+    waiting on the closed one until the connect timeout, forever)."""
+    dead = free_port()  # nothing listens there: connection refused at once
+    url = "postgresql://apiary@%s:%d,%s:%d/%s" % (
+        HOST, dead, HOST, db.cluster.port, db.name)
+    srv = start_api(database_url=url)  # waits for every worker's /ready 200
+    user = create_user(srv.client)
+    assert srv.client.get("/users/%d" % user["id"]).json() == user
+    assert "timed out connecting" not in srv.logs_text(), srv.logs_text()
+
+
+def test_issue6_query_of_a_timed_out_request_is_not_sent(start_api):
+    """SPEC 6: a query whose request was already answered (504) is not sent
+    if it has not been sent yet, and gives its place in the queue back.
+    One PATCH is stuck on a row lock (pipeline depth 1), one GET waits
+    behind it (queue limit 1); both time out.  A new GET then finds the
+    queue full of a dead request: it must be accepted (not 503), the dead
+    GET never reaches PostgreSQL, and the new one is answered once the lock
+    is gone."""
+    srv = start_api(workers=1, db_pipeline_depth=1, db_queue_limit=1,
+                    request_timeout_ms=int(scaled(1) * 1000))
+    user = create_user(srv.client, name="Before")
+    uid = user["id"]
+
+    def stats():
+        doc, _ = worker_status(srv)
+        return doc
+
+    locker = srv.db.connect(autocommit=False)
+    clients = []
+    try:
+        locker.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (uid,))
+        for req in (b"PATCH /users/%d HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    b"application/json\r\nContent-Length: 16\r\n\r\n"
+                    b'{"name":"After"}' % uid, get("/users/%d" % uid)):
+            c = srv.connect()
+            clients.append(c)
+            c.send(req)
+        wait_for(lambda: stats()["db_queued"] == 1, 5, "the GET to wait behind the PATCH")
+        before = stats()
+        for c in clients:
+            assert_error_raw(c.read_final_response(), 504)
+        late = srv.connect()
+        clients.append(late)
+        late.send(get("/users/%d" % uid))
+        wait_for(lambda: stats().get("db_dropped", 0) == before.get("db_dropped", 0) + 1,
+                 5, "the timed-out GET to be dropped")
+        assert stats()["db_queued"] == 1  # the new GET took its place
+    finally:
+        locker.rollback()
+        locker.close()
+    r = late.read_final_response()
+    assert r.status == 200 and r.json()["id"] == uid, r
+    after = stats()
+    for c in clients:
+        c.close()
+    # the PATCH and the new GET ran; the dropped GET never did
+    assert after["db_queries"] - before["db_queries"] == 2, (before, after)
+    assert after["db_in_flight"] == 0 and after["db_queued"] == 0, after
+
+
+def assert_error_raw(resp, code):
+    assert resp.status == code and is_json_error(resp.body, code), resp

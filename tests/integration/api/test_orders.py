@@ -9,6 +9,7 @@ import requests
 from conftest import RawClient, get, scaled, wait_for
 
 from .conftest import (
+    all_workers_status,
     assert_error,
     create_order,
     create_user,
@@ -229,6 +230,7 @@ def test_concurrent_posts_with_one_key_make_one_order(api):
     key, and every answer is 201 with that order (SPEC 2 Idempotency-Key)."""
     client = api.client
     users = [create_user(client) for _ in range(2)]
+    before = all_workers_status(api)
     rounds, nkeys, per_key = 3, 4, 20
     keys = ["conc-%d-%d" % (r, i) for r in range(rounds) for i in range(nkeys)]
     bodies = {k: {"user_id": users[i % 2]["id"], "amount_cents": 100 + i, "currency": "EUR"}
@@ -291,6 +293,12 @@ def test_concurrent_posts_with_one_key_make_one_order(api):
             if st == 201:
                 assert json.loads(text)["id"] == order_id, (key, text)
     assert not problems, "\n".join(problems)
+    # the races were settled without a database error (SPEC 6: a reused
+    # key is an outcome, not an error that fails a batch)
+    after = all_workers_status(api)
+    for w in after:
+        assert after[w]["db_errors"] == before[w]["db_errors"], (before, after)
+        assert after[w]["db_batch_retries"] == before[w]["db_batch_retries"]
 
 
 def test_idempotency_race_loser_with_queries_behind_it(start_api):
@@ -331,6 +339,7 @@ def test_idempotency_race_loser_with_queries_behind_it(start_api):
                 doc = c.request(get("/debug/worker")).json()
                 return doc["db_in_flight"] + doc["db_batched"]
         wait_for(lambda: behind() == 4, 5, "three GETs queued behind the POST")
+        before = all_workers_status(srv)
         holder.commit()
         answers = [c.read_final_response() for c in clients]
         seen = [(r.status, r.body[:90]) for r in answers]
@@ -345,3 +354,7 @@ def test_idempotency_race_loser_with_queries_behind_it(start_api):
     assert srv.db.query("SELECT key, order_id FROM idempotency_keys") == [("race", oid)]
     assert srv.db.query("SELECT id FROM orders") == [(oid,)]
     assert srv.db.count("audit_log", "action = 'order_created'") == 0
+    # lost without an error: nothing failed, nothing was resent
+    after = all_workers_status(srv)
+    assert after[1]["db_errors"] == before[1]["db_errors"], (before, after)
+    assert after[1]["db_resent"] == before[1]["db_resent"], (before, after)

@@ -1,7 +1,7 @@
 """The users API (SPEC 2) as a client sees it, checked in the database."""
 import json
 
-from conftest import RawClient, get
+from conftest import RawClient, get, wait_for
 
 from .conftest import (
     TABLES,
@@ -288,6 +288,44 @@ def test_patch_user_404_and_409(client, api):
     assert api.db.counts() == before
     assert client.get("/users/%d" % b["id"]).json() == b
     assert client.get("/users/%d" % a["id"]).json() == a
+
+
+def test_email_races_answer_409(start_api):
+    """SPEC 2, 6: a duplicate email is 409 even when the other row is not
+    yet committed while the statement runs.  The test holds an uncommitted
+    user with the address: a POST's ON CONFLICT waits for it and then
+    inserts nothing (409, no error); a PATCH's existence check cannot see
+    it, so its UPDATE raises 23505 once the test commits (409 all the
+    same).  Nothing of either request is written."""
+    srv = start_api(workers=1)
+    other = create_user(srv.client, name="Other")
+    for method, path, field in (("POST", "/users", {"name": "P"}),
+                                ("PATCH", "/users/%d" % other["id"], {})):
+        taken = unique_email("race")
+        body = json.dumps(dict(field, email=taken.upper())).encode()
+        holder = srv.db.connect(autocommit=False)
+        try:
+            holder.execute("INSERT INTO users (name, email) VALUES ('Holder', %s)",
+                           (taken,))
+            before = srv.db.counts()
+            with srv.connect() as c:
+                c.send(b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                       b"\r\nContent-Length: %d\r\n\r\n%s"
+                       % (method.encode(), path.encode(), len(body), body))
+                wait_for(lambda: srv.db.count(
+                    "pg_stat_activity", "application_name LIKE 'apiaryd worker%'"
+                    " AND wait_event_type = 'Lock' AND datname = current_database()"),
+                    5, "the %s to wait for the uncommitted row" % method)
+                holder.commit()
+                r = c.read_final_response()
+        finally:
+            holder.close()
+        assert r.status == 409, (method, r)
+        assert r.json()["error"]["message"] == "Email already in use", (method, r)
+        after = srv.db.counts()
+        assert after["users"] == before["users"] + 1, method  # the holder's
+        assert after["audit_log"] == before["audit_log"], method
+    assert srv.client.get("/users/%d" % other["id"]).json() == other
 
 
 def test_delete_user(client, api):
