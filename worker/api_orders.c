@@ -157,7 +157,6 @@ valid_key(const struct http_slice *k)
 void
 api_orders_create(struct request *r, void *arg)
 {
-    (void)arg;
     static const char *const allowed[] = {"user_id", "amount_cents", "currency",
                                           NULL};
     const struct http_slice *key = &r->req.idempotency_key;
@@ -167,6 +166,7 @@ api_orders_create(struct request *r, void *arg)
     struct apireq *a;
     int n;
 
+    (void)arg;
     if (key->ptr && !valid_key(key)) {
         request_error(r, 400,
                       "Idempotency-Key must be 1 to 255 visible ASCII "
@@ -253,13 +253,13 @@ patched_order(struct apireq *a, const PGresult *res)
 void
 api_orders_patch(struct request *r, void *arg)
 {
-    (void)arg;
     static const char *const allowed[] = {"status", NULL};
     struct apireq *a;
     const char *status;
     json_t *body;
     int64_t id;
 
+    (void)arg;
     if (!api_path_id(r, 0, "order", &id))
         return;
     body = api_body(r);

@@ -103,10 +103,10 @@ got_user_list(struct apireq *a, const PGresult *res)
 void
 api_users_list(struct request *r, void *arg)
 {
-    (void)arg;
     struct apireq *a;
     int64_t limit, offset;
 
+    (void)arg;
     if (!api_paging(r, &limit, &offset))
         return;
     a = api_begin(r, S_USER_LIST, got_user_list);
@@ -214,7 +214,6 @@ created_user(struct apireq *a, const PGresult *res)
 void
 api_users_create(struct request *r, void *arg)
 {
-    (void)arg;
     static const char *const allowed[] = {"name", "email", NULL};
     const char *name = NULL, *email = NULL;
     size_t name_len = 0, email_len = 0;
@@ -222,6 +221,7 @@ api_users_create(struct request *r, void *arg)
     json_t *body = api_body(r);
     int rc;
 
+    (void)arg;
     if (body == NULL)
         return;
     if (!api_only_fields(r, body, allowed))
@@ -276,7 +276,6 @@ patched_user(struct apireq *a, const PGresult *res)
 void
 api_users_patch(struct request *r, void *arg)
 {
-    (void)arg;
     static const char *const allowed[] = {"name", "email", NULL};
     const char *name = NULL, *email = NULL;
     size_t name_len = 0, email_len = 0;
@@ -285,6 +284,7 @@ api_users_patch(struct request *r, void *arg)
     int64_t id;
     int rn, re;
 
+    (void)arg;
     if (!api_path_id(r, 0, "user", &id))
         return;
     body = api_body(r);
