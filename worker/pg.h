@@ -22,9 +22,9 @@
  * its writes, and a read completes as soon as its result arrives.  It ran
  * before any write of its batch, so it cannot have seen them, and its
  * result does not depend on whether the batch commits; earlier batches
- * had committed before it ran (the server finishes a batch, commit and
- * WAL flush included, before it reads the next).  pg_query.origin keeps
- * a client's own read behind its own earlier write.
+ * had finished before it ran (the server ends a batch, commit and WAL
+ * flush or rollback, before it reads the next).  pg_query.origin keeps a
+ * client's own read behind its own earlier write.
  *
  * States:  DOWN --connect--> CONNECTING --ok--> PREPARING --ok--> READY
  *            ^                    |                  |              |
@@ -72,7 +72,8 @@ struct pg_query;
  * Completion: res is the query's result (PGRES_TUPLES_OK, PGRES_COMMAND_OK
  * or PGRES_FATAL_ERROR with the server's SQLSTATE), owned by pg and freed
  * after the call; or res is NULL and err says why the query never ran or
- * its result was lost ("database unavailable", "connection lost").
+ * its result was lost ("database unavailable", "worker exiting",
+ * "cancelled": see pg_query.cancelled).
  * Called exactly once per accepted query, from the loop, never from inside
  * pg_submit().
  */
