@@ -354,6 +354,8 @@ api_send(struct request *r, struct apireq *a)
     enum pg_submit_result rc;
 
     a->r = r;
+    /* a client's pipelined read must not overtake its earlier write */
+    a->q.origin = r->c;
     request_defer(r, api_abort, a);
     rc = pg_submit(a->api->pg, &a->q);
     if (rc != PG_OK) {

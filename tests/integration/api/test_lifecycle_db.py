@@ -341,3 +341,26 @@ def test_respawned_worker_accepts_only_when_database_ready(start_api):
     srv.expected_deaths = len(ours)
     srv.wait_workers(2)
     srv.fd_baseline.update(settled_fd_counts(srv.worker_pids()))
+
+
+# ---- a client's pipelined read does not overtake its own write ----
+
+
+def test_pipelined_read_sees_the_same_clients_earlier_write(start_api):
+    """RFC 9112 9.3.2: pipelined requests are answered as if one after the
+    other.  The database client sends a batch's reads before its writes,
+    so a PATCH followed by a GET of the same row on one connection, landing
+    in one batch, could read the old row; the request's origin (its
+    connection) keeps such a read behind the write."""
+    srv = start_api(workers=1)
+    uid = create_user(srv.client, name="Name 0")["id"]
+    with srv.connect(timeout=20) as c:
+        for i in range(1, 31):
+            c.send(patch_request(uid, "Name %d" % i)
+                   + get("/users/%d" % uid))
+            p = c.read_final_response(timeout=10)
+            g = c.read_final_response(timeout=10)
+            assert p.status == 200 and p.json()["name"] == "Name %d" % i, p
+            assert g.status == 200, g
+            assert g.json()["name"] == "Name %d" % i, (
+                "round %d: the GET pipelined after the PATCH read %r" % (i, g.json()))
