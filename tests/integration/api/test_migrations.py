@@ -1,6 +1,10 @@
 """`apiaryd migrate` and the schema check at start-up (SPEC 6)."""
+import os
 import re
+import signal
 import subprocess
+
+import requests
 
 from conftest import APIARY_BIN, clean_env, pid_alive, scaled, wait_for
 
@@ -122,3 +126,44 @@ def test_concurrent_migrates_wait_for_the_lock(empty_db):
             holder.execute("SELECT pg_advisory_unlock(%s)", (MIGRATE_LOCK_KEY,))
             outs = finish(procs)
     check_one_applied(empty_db, outs)
+
+
+def test_master_keeps_a_slot_alive_when_its_replacement_finds_an_old_schema(start_api):
+    """Issue 6 / SPEC 4: exit status 2 ("could not start") stops the master
+    from respawning a slot only while no worker of it has ever served.  Here
+    a worker that served is killed while schema_migrations lacks its last
+    row: each replacement refuses to serve and exits 2, and the master keeps
+    running and respawns the slot with backoff (it used to give up on the
+    slot, and exit once no slot was left).  Once the row is back the slot
+    serves again, under the same master."""
+    srv = start_api(workers=2)
+    master = srv.proc.pid
+    workers = srv.workers()
+    version, name = srv.db.query(
+        "SELECT version, name FROM schema_migrations ORDER BY version DESC LIMIT 1")[0]
+    srv.db.execute("DELETE FROM schema_migrations WHERE version = %s", (version,))
+
+    def refusals():
+        return [l for l in srv.crash_lines()
+                if re.search(r"worker 1 \(pid \d+\) exited with status 2", l)]
+
+    try:
+        os.kill(workers[1], signal.SIGKILL)
+        wait_for(lambda: len(refusals()) >= 2, 20,
+                 "worker 1's replacements to refuse the old schema twice")
+        assert srv.proc.poll() is None and srv.proc.pid == master
+        # the other worker serves meanwhile
+        for _ in range(4):
+            r = requests.get(srv.url("/health"), timeout=scaled(10))
+            assert r.status_code == 200
+    finally:
+        srv.db.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)"
+                       " ON CONFLICT DO NOTHING", (version, name))
+    wait_for(lambda: 1 in srv.workers() and srv.workers()[1] != workers[1], 20,
+             "slot 1 to be running again")
+    wait_for(lambda: requests.get(srv.url("/ready"), timeout=scaled(10)).status_code == 200
+             and srv.proc.poll() is None, 20, "the service to be ready")
+    text = srv.logs_text()
+    assert "not respawning" not in text, text
+    assert "no worker could start" not in text, text
+    srv.expected_deaths = len(srv.crash_lines())
