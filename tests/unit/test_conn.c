@@ -565,6 +565,81 @@ test_body_progress_and_growth(void **state)
     close(fd);
 }
 
+/* After routing: a hook answers before the body is read and before
+ * "100 Continue"; the handler never runs, the connection closes. */
+static int
+deny_posts(struct request *r, void *arg)
+{
+    (void)arg;
+    if (r->req.method != HTTP_POST)
+        return 0;
+    request_error(r, 401, "no");
+    return 1;
+}
+
+static void
+test_route_hook_answers_before_body(void **state)
+{
+    const char *got;
+    bool eof;
+    int fd;
+
+    (void)state;
+    setup_ctx(5000, 30000);
+    assert_int_equal(request_hooks_add_route(&h.ctx.hooks, deny_posts, NULL),
+                     0);
+    fd = client_connect();
+    send_str(fd, "GET /now HTTP/1.1\r\nHost: a\r\n\r\n"
+                 "POST /now HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n"
+                 "Expect: 100-continue\r\n\r\n");
+    got = recv_all(fd, &eof);
+    assert_non_null(strstr(got, "200 OK"));
+    assert_non_null(strstr(got, "401 Unauthorized"));
+    assert_null(strstr(got, "100 Continue"));
+    assert_non_null(strstr(strstr(got, "401"), "Connection: close\r\n"));
+    pump();
+    recv_all(fd, &eof);
+    assert_true(eof);
+    assert_int_equal(h.ndone, 2);
+    assert_int_equal(h.done[1].status, 401);
+    close(fd);
+}
+
+/* At serialisation: a hook adds a header to every answer, deferred and
+ * error answers included. */
+static void
+add_header(struct request *r, struct response *resp, struct hdrbuf *hb,
+           void *arg)
+{
+    (void)r;
+    (void)resp;
+    (void)arg;
+    (void)hdrbuf_add(hb, "X-Hooked: yes\r\n", 15);
+}
+
+static void
+test_serialise_hook_adds_header(void **state)
+{
+    const char *got;
+    bool eof;
+    int fd;
+
+    (void)state;
+    setup_ctx(5000, 30000);
+    assert_int_equal(
+        request_hooks_add_serialise(&h.ctx.hooks, add_header, NULL), 0);
+    fd = client_connect();
+    send_str(fd, "GET /defer HTTP/1.1\r\nHost: a\r\n\r\n"
+                 "GET /nope HTTP/1.1\r\nHost: a\r\n\r\n"
+                 "GET /now HTTP/1.1\r\nHost: a\r\n\r\n");
+    complete(0);
+    pump();
+    got = recv_all(fd, &eof);
+    assert_int_equal(count(got, "HTTP/1.1 "), 3);
+    assert_int_equal(count(got, "X-Hooked: yes\r\n"), 3);
+    close(fd);
+}
+
 int
 main(void)
 {
@@ -581,6 +656,9 @@ main(void)
         cmocka_unit_test_teardown(test_done_once_per_request, teardown),
         cmocka_unit_test_teardown(test_body_trickle_times_out, teardown),
         cmocka_unit_test_teardown(test_body_progress_and_growth, teardown),
+        cmocka_unit_test_teardown(test_route_hook_answers_before_body,
+                                  teardown),
+        cmocka_unit_test_teardown(test_serialise_hook_adds_header, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
