@@ -35,7 +35,8 @@
  * read after that batch's sync arrived, so the read goes in a later batch and
  * sees the write.  Within one client, pg_query.origin keeps a pipelined read
  * behind its own earlier write of the same batch (that read then waits
- * for the sync like a write, having possibly seen uncommitted rows).
+ * for the sync like a write, having possibly seen uncommitted rows), and
+ * behind its own earlier write that is to run again (below).
  * What remains: a read still runs after the commit of the batch ahead of
  * it on this connection (at most one WAL flush, never its own batch's);
  * only a second connection for reads would remove that.
@@ -46,6 +47,18 @@
  * Client-caused outcomes do not raise errors (api.c's statements answer
  * them from their results), so a failed batch means a timeout, a
  * deadlock or a true race: rare.
+ *
+ * Undone writes and the reads behind them: a write rolled back with its
+ * failed batch is marked redo until it completes.  A read with the same
+ * origin submitted after it must not show the state before it (its answer
+ * would follow the write's in the client's pipeline), yet it may have run
+ * already, in a batch sent behind the failed one, or be about to be sent
+ * ahead of the write's resend.  So while redo writes exist (redo_writes,
+ * else all of this is one test), a read's result from a batch that ran
+ * before such a write of its origin ran again is thrown away, and a read
+ * about to be sent is held: either joins the write's resend (the retry
+ * list, behind it), or the next batch if the write is on the wire
+ * already.  The read then runs after the write, as it would have.
  *
  * Descriptors: libpq may replace its socket while connecting (the next
  * host of a list, sslmode=prefer retrying without SSL) and closes the old
@@ -110,6 +123,8 @@ struct pg {
     bool wait_swept;    /* wait swept for cancelled queries this iteration */
     bool failed;        /* the oldest unfinished batch had a query fail */
     uint32_t syncs_out; /* syncs sent, not yet answered */
+    uint32_t next_seq;  /* pg_query.seq of the next submission */
+    uint32_t redo_writes; /* queries redo, writing, with an origin */
 
     unsigned prep_seen; /* PREPARING: results read (schema, statements) */
     struct pg_events ev;
@@ -214,6 +229,17 @@ append(struct qlist *to, struct qlist *from)
     *from = (struct qlist){0};
 }
 
+/* Moves every query of from to the front of to, in their order. */
+static void
+prepend(struct qlist *to, struct qlist *from)
+{
+    if (from->head == NULL)
+        return;
+    append(from, to);
+    *to = *from;
+    *from = (struct qlist){0};
+}
+
 static void
 note_sizes(struct pg *pg)
 {
@@ -222,6 +248,41 @@ note_sizes(struct pg *pg)
     pg->stats.in_flight = pg->fl.n + pg->grp.n + pg->retry.n;
     if (pg->stats.in_flight > pg->stats.max_in_flight)
         pg->stats.max_in_flight = pg->stats.in_flight;
+}
+
+static bool
+is_read(const struct pg *pg, const struct pg_query *q)
+{
+    return pg->stmts[q->stmt].read_only;
+}
+
+/* a was submitted before b (seq wraps: they are never 2^31 apart) */
+static bool
+seq_before(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+/* q was rolled back and is to run again (see the top). */
+static void
+mark_redo(struct pg *pg, struct pg_query *q)
+{
+    if (q->redo)
+        return;
+    q->redo = true;
+    if (q->origin && !is_read(pg, q))
+        pg->redo_writes++;
+}
+
+/* q leaves pg's hands: it no longer holds anybody's reads back. */
+static void
+settle(struct pg *pg, struct pg_query *q)
+{
+    if (!q->redo)
+        return;
+    q->redo = false;
+    if (q->origin && !is_read(pg, q))
+        pg->redo_writes--;
 }
 
 /* Sends q without a sync; it joins the batch's implicit transaction. */
@@ -328,6 +389,7 @@ complete_dropped(struct pg *pg)
 
     while ((q = pop(&pg->drop)) != NULL) {
         pg->stats.dropped++;
+        settle(pg, q);
         q->done(q, NULL, "cancelled");
     }
 }
@@ -362,6 +424,7 @@ fail_list(struct pg *pg, struct qlist *l, const char *why)
             PQclear(q->res);
             q->res = NULL;
         }
+        settle(pg, q);
         pg->stats.errors++;
         q->done(q, NULL, why);
         q = next;
@@ -596,6 +659,90 @@ connect_step(struct pg *pg)
     }
 }
 
+/* ---- undone writes (see the top) ---- */
+
+/* True when l holds a redo write of q's origin submitted before q. */
+static bool
+holds_back(const struct pg *pg, const struct qlist *l, const struct pg_query *q)
+{
+    for (const struct pg_query *p = l->head; p; p = p->next)
+        if (p->redo && p->origin == q->origin && !is_read(pg, p) &&
+            seq_before(p->seq, q->seq))
+            return true;
+    return false;
+}
+
+enum held_by { HELD_NOT = 0, HELD_RETRY, HELD_SENT };
+
+/*
+ * Where the write is that the read q must run after, if any: waiting for
+ * its failed batch's sync (retry), or, when q's result has just arrived
+ * (arrived), sent again behind q (fl, all of which left after q).  A
+ * query not yet sent goes out after everything in fl, so fl does not hold
+ * it back.  O(1) while no redo write exists.
+ */
+static enum held_by
+held_by(const struct pg *pg, const struct pg_query *q, bool arrived)
+{
+    if (pg->redo_writes == 0 || q->origin == NULL || !is_read(pg, q))
+        return HELD_NOT;
+    if (holds_back(pg, &pg->retry, q))
+        return HELD_RETRY;
+    if (arrived && holds_back(pg, &pg->fl, q))
+        return HELD_SENT;
+    return HELD_NOT;
+}
+
+/*
+ * Holds the read q back behind the write held_by() found (q's result, if
+ * any, is freed: the read runs again).  HELD_SENT: q goes to the front of
+ * the next batch, which leaves after that write.
+ */
+static void
+hold_back(struct pg *pg, struct pg_query *q, enum held_by by)
+{
+    struct qlist one = {0};
+
+    if (q->res) {
+        PQclear(q->res);
+        q->res = NULL;
+    }
+    switch (by) {
+    case HELD_RETRY:
+        push(&pg->retry, q);
+        break;
+    case HELD_SENT:
+    default:
+        push(&one, q);
+        prepend(&pg->batch, &one);
+        break;
+    }
+    note_sizes(pg);
+}
+
+/*
+ * Holds back every read of *l (not yet sent) that must run after a redo
+ * write of its origin; keeps the order of the others.
+ */
+static void
+hold_back_reads(struct pg *pg, struct qlist *l)
+{
+    struct qlist keep = {0};
+    struct pg_query *q;
+
+    if (pg->redo_writes == 0)
+        return;
+    while ((q = pop(l)) != NULL) {
+        enum held_by by = held_by(pg, q, false);
+        if (by == HELD_NOT)
+            push(&keep, q);
+        else
+            hold_back(pg, q, by);
+    }
+    *l = keep;
+    note_sizes(pg);
+}
+
 /* ---- results ---- */
 
 static bool
@@ -614,6 +761,7 @@ complete(struct pg *pg, struct pg_query *q, PGresult *res)
 {
     q->res = NULL;
     q->next = NULL;
+    settle(pg, q);
     pg->stats.queries++;
     if (!result_ok(res))
         pg->stats.errors++;
@@ -624,17 +772,24 @@ complete(struct pg *pg, struct pg_query *q, PGresult *res)
 
 /*
  * One query's result (q has left fl).  In a batch without a failure so
- * far, a read sent ahead of the writes completes at once, and any other
- * success is held for the sync (nobody is told "created" before the
- * commit); a failure completes q at once and sends everything held to the
- * retry list; after a failure every result is PGRES_PIPELINE_ABORTED and
- * its query joins the retry list too.
+ * far, a read sent ahead of the writes completes at once (unless an undone
+ * write holds it back: it runs again), and any other success is held for
+ * the sync (nobody is told "created" before the commit); a failure
+ * completes q at once and sends everything held to the retry list; after
+ * a failure every result is PGRES_PIPELINE_ABORTED and its query joins
+ * the retry list too.
  */
 static void
 one_result(struct pg *pg, struct pg_query *q, PGresult *res)
 {
     if (!pg->failed && result_ok(res)) {
         if (q->early) {
+            enum held_by by = held_by(pg, q, true);
+            if (by != HELD_NOT) {
+                PQclear(res); /* ran before its origin's write ran again */
+                hold_back(pg, q, by);
+                return;
+            }
             complete(pg, q, res);
             return;
         }
@@ -648,6 +803,7 @@ one_result(struct pg *pg, struct pg_query *q, PGresult *res)
         for (struct pg_query *h = pg->grp.head; h; h = h->next) {
             PQclear(h->res);
             h->res = NULL;
+            mark_redo(pg, h);
         }
         append(&pg->retry, &pg->grp);
         if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
@@ -656,6 +812,7 @@ one_result(struct pg *pg, struct pg_query *q, PGresult *res)
         }
     }
     PQclear(res); /* PGRES_PIPELINE_ABORTED: it never ran */
+    mark_redo(pg, q);
     push(&pg->retry, q);
 }
 
@@ -687,6 +844,11 @@ end_batch(struct pg *pg)
     pg->grp = (struct qlist){0};
     while (held.head) {
         struct pg_query *q = pop(&held);
+        enum held_by by = held_by(pg, q, true);
+        if (by != HELD_NOT) {
+            hold_back(pg, q, by); /* its origin's earlier write is undone */
+            continue;
+        }
         complete(pg, q, q->res);
     }
     return 0;
@@ -837,6 +999,8 @@ pg_submit(struct pg *pg, struct pg_query *q)
     if (pg == NULL || pg->state != PG_READY)
         return PG_E_DOWN;
     q->res = NULL;
+    q->redo = false;
+    q->seq = pg->next_seq++;
     if (pg->stats.in_flight + pg->batch.n < pg->depth &&
         pg->wait.head == NULL) {
         push(&pg->batch, q);
@@ -876,6 +1040,8 @@ pg_flush(struct pg *pg)
         complete_dropped(pg);
         sweep(pg, &pg->batch);
     }
+    /* a read must not run before its origin's undone write runs again */
+    hold_back_reads(pg, &pg->batch);
     if (pg->batch.head == NULL)
         return;
     if (send_batch(pg, &pg->batch) < 0) {

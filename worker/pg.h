@@ -127,6 +127,8 @@ struct pg_query {
     /* pg's own, while the query is in its hands: */
     PGresult *res; /* result held until its batch's sync */
     bool early;    /* sent ahead of the batch's writes: completes at once */
+    bool redo;     /* rolled back once: to run again */
+    uint32_t seq;  /* submission order (wraps) */
 };
 
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
