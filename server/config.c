@@ -75,6 +75,9 @@ static const struct key keys[] = {
     {"database_url", K_STRING, F(database_url), 0, 0, "libpq URL"},
     {"statement_timeout_ms", K_INT, F(statement_timeout_ms), 1, 3600000,
      "PostgreSQL statement_timeout of each worker connection"},
+    {"db_lock_wait_ms", K_INT, F(db_lock_wait_ms), 0, 3600000,
+     "lock_timeout of each worker connection; a statement that waited "
+     "that long is retried later (0: off)"},
     {"db_pipeline_depth", K_INT, F(db_pipeline_depth), 1, 65536,
      "queries in flight on a worker's connection"},
     {"db_queue_limit", K_INT, F(db_queue_limit), 0, 1000000,
@@ -113,6 +116,7 @@ config_defaults(struct config *c)
     c->output_buffer_limit = 1048576;
     c->debug_endpoints = false;
     c->statement_timeout_ms = 10000;
+    c->db_lock_wait_ms = 20;
     c->db_pipeline_depth = 256;
     c->db_queue_limit = 4096;
     strlcpy(c->sql_dir, "sql", sizeof(c->sql_dir));

@@ -45,6 +45,7 @@ struct config {
     uint64_t output_buffer_limit;
     char database_url[CONFIG_PATH_MAX];
     uint32_t statement_timeout_ms;
+    uint32_t db_lock_wait_ms;      /* lock_timeout, then retry; 0: off */
     uint32_t db_pipeline_depth;    /* queries in flight per worker */
     uint32_t db_queue_limit;       /* queries waiting per worker (then 503) */
     char sql_dir[CONFIG_PATH_MAX]; /* migrations, for apiaryd migrate */

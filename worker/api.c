@@ -444,7 +444,9 @@ api_db_error(struct apireq *a, const PGresult *res)
 {
     const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
-    if (code && strcmp(code, "57014") == 0) {
+    /* 55P03: a statement's lock waits took statement_timeout in all
+     * (pg.h, "Lock waits"): the same answer as the statement timeout */
+    if (code && (strcmp(code, "57014") == 0 || strcmp(code, "55P03") == 0)) {
         api_error(a, 504, "Database statement timed out");
         return;
     }

@@ -63,6 +63,7 @@ debug_worker(struct request *r, void *arg)
                  "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
                  "\"db_batches\":%llu,"
                  "\"db_batch_retries\":%llu,\"db_resent\":%llu,"
+                 "\"db_lock_retries\":%llu,"
                  "\"db_dropped\":%llu,\"allocs\":%llu,"
                  "\"generation\":%u,\"log_dropped\":%llu}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
@@ -77,6 +78,7 @@ debug_worker(struct request *r, void *arg)
                  ps ? (unsigned long long)ps->batches : 0ULL,
                  ps ? (unsigned long long)ps->batch_retries : 0ULL,
                  ps ? (unsigned long long)ps->resent : 0ULL,
+                 ps ? (unsigned long long)ps->lock_retries : 0ULL,
                  ps ? (unsigned long long)ps->dropped : 0ULL,
                  (unsigned long long)buf_allocs, wk->generation,
                  (unsigned long long)log_dropped_lines());

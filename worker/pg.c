@@ -35,7 +35,8 @@
  * read after that batch's sync arrived, so the read goes in a later batch and
  * sees the write.  Within one client, pg_query.origin keeps a pipelined read
  * behind its own earlier write of the same batch (that read then waits
- * for the sync like a write, having possibly seen uncommitted rows).
+ * for the sync like a write, having possibly seen uncommitted rows), and
+ * behind its own earlier write that is to run again (below).
  * What remains: a read still runs after the commit of the batch ahead of
  * it on this connection (at most one WAL flush, never its own batch's);
  * only a second connection for reads would remove that.
@@ -44,8 +45,49 @@
  * PG_BATCHES_IN_FLIGHT - 1) run before the resent queries, so a write
  * that was in the failed batch can land after one submitted later.
  * Client-caused outcomes do not raise errors (api.c's statements answer
- * them from their results), so a failed batch means a timeout, a
- * deadlock or a true race: rare.
+ * them from their results), so a failed batch means a lock wait (below),
+ * a timeout, a deadlock or a true race.
+ *
+ * Undone writes and the reads behind them: a write rolled back with its
+ * batch, or parked after a lock wait, is marked redo until it completes.
+ * A read with the same origin submitted after it must not show the state
+ * before it (its answer would follow the write's in the client's
+ * pipeline), yet it may have run already, in a batch sent behind the
+ * failed one, or be about to be sent ahead of the write's next attempt.
+ * So while redo writes exist (redo_writes, else all of this is one
+ * test), a read's result from a batch that ran before such a write of
+ * its origin ran again is thrown away, and a read about to be sent is
+ * held: either joins the write's resend (the retry list, behind it), its
+ * lock wait (lockq, below), or the next batch if the write is on the wire
+ * already.  The read then runs after the write, as it would have.
+ *
+ * Lock waits (pg.h): with lock_wait_ms set, a statement blocked on a lock
+ * fails after that long with 55P03 and its batch rolls back.  That query
+ * is parked on lockq (the others are resent as above) and sent again
+ * alone, with one sync of its own, so another failure rolls back nobody
+ * else; the reads of its origin held behind it go in the same batch,
+ * after it.  The pause before an attempt is as long as the query has
+ * waited so far (PG_LOCK_RETRY_MIN_MS..PG_LOCK_RETRY_MAX_MS), so the
+ * pauses double and an attempt blocks the connection at most
+ * lock_wait_ms out of every lock_wait_ms + pause.  The lock waits of a
+ * statement are limited to statement_timeout in all, counted from its
+ * first one: the last attempt is made when that time is up, and if it
+ * fails too, the query completes with that 55P03 result, at most about
+ * lock_wait_ms late.  One alarm serves lockq: it fires at the earliest
+ * attempt due, drops the cancelled queries (they were never committed),
+ * and sends the rest that are due.  The session's lock_timeout is set
+ * once the connection is prepared: the schema check and the Prepares wait
+ * for locks until statement_timeout, as before (a migration in progress
+ * holds schema_migrations).
+ *
+ * Honest limits of lock waits: each attempt holds the connection for up
+ * to lock_wait_ms (the queries behind it wait that long), so k requests
+ * waiting for locks cost k attempts per pause; a hot row locked for long
+ * while many clients write it still slows the worker down, though far
+ * less than waiting out the lock did.  Choosing what is due is
+ * O(parked^2) per alarm (parked queries are few).  The loser of an
+ * Idempotency-Key race (api.c) waits for the winner's transaction as a
+ * lock, and is retried the same way.
  *
  * Descriptors: libpq may replace its socket while connecting (the next
  * host of a list, sslmode=prefer retrying without SSL) and closes the old
@@ -96,25 +138,33 @@ struct pg {
     const struct pg_stmt_def *stmts;
     unsigned nstmts;
     uint32_t depth, queue_max;
+    uint32_t lock_wait_ms;   /* the session's lock_timeout; 0: none */
+    uint32_t lock_budget_ms; /* a statement's lock waits in all */
 
     /*
      * A query is on exactly one list while pg holds it.  Counted in
-     * stats.in_flight: fl, grp and retry (sent at least once).
+     * stats.in_flight: fl, grp, retry and lockq (sent at least once, or
+     * held behind a query that was).
      */
     struct qlist wait;  /* accepted, no pipeline room yet */
     struct qlist batch; /* the next batch, not yet sent */
     struct qlist fl;    /* sent, result not yet in */
     struct qlist grp;   /* result in, held for the sync */
     struct qlist retry; /* to send again when the failed batch's sync arrives */
+    struct qlist lockq; /* parked after a lock wait, or held behind such a
+                           write; in seq order */
     struct qlist drop;  /* cancelled before being sent: to complete */
     bool wait_swept;    /* wait swept for cancelled queries this iteration */
     bool failed;        /* the oldest unfinished batch had a query fail */
     uint32_t syncs_out; /* syncs sent, not yet answered */
+    uint32_t next_seq;  /* pg_query.seq of the next submission */
+    uint32_t redo_writes; /* queries redo, writing, with an origin */
 
-    unsigned prep_seen; /* PREPARING: results read (schema, statements) */
+    unsigned prep_seen;    /* PREPARING: results read (schema, statements) */
+    unsigned prep_results; /* PREPARING: results before the sync */
     struct pg_events ev;
 
-    struct alarm reconnect, connect_timeout;
+    struct alarm reconnect, connect_timeout, lock_alarm;
     uint32_t backoff_ms;
     bool ever_ready;
     bool outage_logged;
@@ -123,6 +173,7 @@ struct pg {
 
 static void pg_event(struct loop *loop, struct loop_watch *w, uint32_t events);
 static void start_connect(struct loop *loop, void *arg);
+static void lock_retry(struct loop *loop, void *arg);
 
 /* ---- socket registration ---- */
 
@@ -214,14 +265,60 @@ append(struct qlist *to, struct qlist *from)
     *from = (struct qlist){0};
 }
 
+/* Moves every query of from to the front of to, in their order. */
+static void
+prepend(struct qlist *to, struct qlist *from)
+{
+    if (from->head == NULL)
+        return;
+    append(from, to);
+    *to = *from;
+    *from = (struct qlist){0};
+}
+
 static void
 note_sizes(struct pg *pg)
 {
     pg->stats.batched = pg->batch.n;
     pg->stats.queued = pg->wait.n;
-    pg->stats.in_flight = pg->fl.n + pg->grp.n + pg->retry.n;
+    pg->stats.in_flight = pg->fl.n + pg->grp.n + pg->retry.n + pg->lockq.n;
     if (pg->stats.in_flight > pg->stats.max_in_flight)
         pg->stats.max_in_flight = pg->stats.in_flight;
+}
+
+static bool
+is_read(const struct pg *pg, const struct pg_query *q)
+{
+    return pg->stmts[q->stmt].read_only;
+}
+
+/* a was submitted before b (seq wraps: they are never 2^31 apart) */
+static bool
+seq_before(uint32_t a, uint32_t b)
+{
+    return (int32_t)(a - b) < 0;
+}
+
+/* q was rolled back and is to run again (see the top). */
+static void
+mark_redo(struct pg *pg, struct pg_query *q)
+{
+    if (q->redo)
+        return;
+    q->redo = true;
+    if (q->origin && !is_read(pg, q))
+        pg->redo_writes++;
+}
+
+/* q leaves pg's hands: it no longer holds anybody's reads back. */
+static void
+settle(struct pg *pg, struct pg_query *q)
+{
+    if (!q->redo)
+        return;
+    q->redo = false;
+    if (q->origin && !is_read(pg, q))
+        pg->redo_writes--;
 }
 
 /* Sends q without a sync; it joins the batch's implicit transaction. */
@@ -259,7 +356,7 @@ behind_own_write(const struct pg *pg, const struct qlist *l,
  * Sends the queries of *l (emptied) as one batch: the reads first (see
  * pg.h), then the rest in submission order, then one sync.  -1 if libpq
  * refused; the queries not sent then wait on the retry list, which lost()
- * fails with the rest.
+ * fails with the rest.  The caller counts the batch in its statistic.
  */
 static int
 send_batch(struct pg *pg, struct qlist *l)
@@ -292,7 +389,6 @@ send_batch(struct pg *pg, struct qlist *l)
     if (!PQpipelineSync(pg->conn))
         return -1;
     pg->syncs_out++;
-    pg->stats.batches++;
     return 0;
 refused:
     append(&pg->retry, &order);
@@ -328,6 +424,7 @@ complete_dropped(struct pg *pg)
 
     while ((q = pop(&pg->drop)) != NULL) {
         pg->stats.dropped++;
+        settle(pg, q);
         q->done(q, NULL, "cancelled");
     }
 }
@@ -362,6 +459,7 @@ fail_list(struct pg *pg, struct qlist *l, const char *why)
             PQclear(q->res);
             q->res = NULL;
         }
+        settle(pg, q);
         pg->stats.errors++;
         q->done(q, NULL, why);
         q = next;
@@ -372,18 +470,21 @@ static void
 fail_all(struct pg *pg, const char *why)
 {
     struct qlist grp = pg->grp, fl = pg->fl, retry = pg->retry;
-    struct qlist batch = pg->batch, wait = pg->wait;
+    struct qlist lockq = pg->lockq, batch = pg->batch, wait = pg->wait;
 
     /* detach every list before the first callback; the dropped ones keep
      * their list: callbacks may drop more */
-    pg->grp = pg->fl = pg->retry = pg->batch = pg->wait = (struct qlist){0};
+    pg->grp = pg->fl = pg->retry = pg->lockq = (struct qlist){0};
+    pg->batch = pg->wait = (struct qlist){0};
     pg->failed = false;
     pg->syncs_out = 0;
+    loop_alarm_cancel(pg->loop, &pg->lock_alarm);
     note_sizes(pg);
     complete_dropped(pg);
     fail_list(pg, &grp, why);
     fail_list(pg, &fl, why);
     fail_list(pg, &retry, why);
+    fail_list(pg, &lockq, why);
     fail_list(pg, &batch, why);
     fail_list(pg, &wait, why);
 }
@@ -457,7 +558,8 @@ schema_too_old(struct pg *pg, const char *diag)
 
 /*
  * One result of PREPARING: first the schema check, then one per
- * statement, then the sync.  Any failure closes the connection through
+ * statement, then that of SET lock_timeout if lock_wait_ms is set, then
+ * the sync.  Any failure closes the connection through
  * lost() (backoff, retry): a worker that is serving must not exit because
  * schema_migrations was locked or its backend terminated while it
  * reconnected.  Returns 0, or -1 once the connection is closed.
@@ -472,7 +574,7 @@ prep_result(struct pg *pg, PGresult *res)
 
     if (st == PGRES_PIPELINE_SYNC) {
         PQclear(res);
-        if (i != pg->nstmts + 1) {
+        if (i != pg->prep_results) {
             lost(pg, "protocol out of step while preparing");
             return -1;
         }
@@ -500,10 +602,13 @@ prep_result(struct pg *pg, PGresult *res)
         }
         return 0;
     }
-    if (i > pg->nstmts || st != PGRES_COMMAND_OK) {
-        snprintf(msg, sizeof(msg), "preparing statement %s failed: %s",
-                 i > pg->nstmts ? "?" : pg->stmts[i - 1].name,
-                 PQresultErrorMessage(res));
+    if (i >= pg->prep_results || st != PGRES_COMMAND_OK) {
+        if (i > pg->nstmts)
+            snprintf(msg, sizeof(msg), "setting lock_timeout failed: %s",
+                     PQresultErrorMessage(res));
+        else
+            snprintf(msg, sizeof(msg), "preparing statement %s failed: %s",
+                     pg->stmts[i - 1].name, PQresultErrorMessage(res));
         PQclear(res);
         lost(pg, msg);
         return -1;
@@ -513,17 +618,23 @@ prep_result(struct pg *pg, PGresult *res)
 }
 
 /*
- * Connected: the schema check, a Prepare per statement and one sync, in
- * one write.  A statement that does not prepare (a table missing) fails
- * after the schema check has already said why.
+ * Connected: the schema check, a Prepare per statement, the session's
+ * lock_timeout and one sync, in one write.  A statement that does not
+ * prepare (a table missing) fails after the schema check has already said
+ * why.  lock_timeout comes last so that the schema check and the Prepares
+ * wait for locks until statement_timeout (see the top); the SET commits
+ * with the rest at the sync, or the connection is closed.
  */
 static void
 connected(struct pg *pg)
 {
+    char set[64];
+
     if (PQsetnonblocking(pg->conn, 1) < 0 || !PQenterPipelineMode(pg->conn))
         goto fail;
     pg->state = PG_PREPARING;
     pg->prep_seen = 0;
+    pg->prep_results = pg->nstmts + 1 + (pg->lock_wait_ms ? 1 : 0);
     if (!PQsendQueryParams(pg->conn, SCHEMA_QUERY, 0, NULL, NULL, NULL, NULL,
                            0))
         goto fail;
@@ -531,6 +642,11 @@ connected(struct pg *pg)
         if (!PQsendPrepare(pg->conn, pg->stmts[i].name, pg->stmts[i].sql,
                            pg->stmts[i].nparams, NULL))
             goto fail;
+    if (pg->lock_wait_ms) {
+        snprintf(set, sizeof(set), "SET lock_timeout = %u", pg->lock_wait_ms);
+        if (!PQsendQueryParams(pg->conn, set, 0, NULL, NULL, NULL, NULL, 0))
+            goto fail;
+    }
     if (!PQpipelineSync(pg->conn))
         goto fail;
     watch(pg, EPOLLIN | EPOLLOUT);
@@ -596,6 +712,238 @@ connect_step(struct pg *pg)
     }
 }
 
+/* ---- undone writes and lock waits (see the top) ---- */
+
+/* True when l holds a redo write of q's origin submitted before q. */
+static bool
+holds_back(const struct pg *pg, const struct qlist *l, const struct pg_query *q)
+{
+    for (const struct pg_query *p = l->head; p; p = p->next)
+        if (p->redo && p->origin == q->origin && !is_read(pg, p) &&
+            seq_before(p->seq, q->seq))
+            return true;
+    return false;
+}
+
+enum held_by { HELD_NOT = 0, HELD_LOCKQ, HELD_RETRY, HELD_SENT };
+
+/*
+ * Where the write is that the read q must run after, if any: parked
+ * (lockq), waiting for its failed batch's sync (retry), or, when q's
+ * result has just arrived (arrived), sent again behind q (fl, all of which
+ * left after q).  A query not yet sent goes out after everything in fl, so
+ * fl does not hold it back.  O(1) while no redo write exists.
+ */
+static enum held_by
+held_by(const struct pg *pg, const struct pg_query *q, bool arrived)
+{
+    if (pg->redo_writes == 0 || q->origin == NULL || !is_read(pg, q))
+        return HELD_NOT;
+    if (holds_back(pg, &pg->lockq, q))
+        return HELD_LOCKQ;
+    if (holds_back(pg, &pg->retry, q))
+        return HELD_RETRY;
+    if (arrived && holds_back(pg, &pg->fl, q))
+        return HELD_SENT;
+    return HELD_NOT;
+}
+
+/* Inserts q into lockq in seq order.  O(length of lockq). */
+static void
+park(struct pg *pg, struct pg_query *q)
+{
+    struct pg_query **pp = &pg->lockq.head;
+
+    while (*pp && seq_before((*pp)->seq, q->seq))
+        pp = &(*pp)->next;
+    q->next = *pp;
+    *pp = q;
+    if (q->next == NULL)
+        pg->lockq.tail = q;
+    pg->lockq.n++;
+}
+
+/*
+ * Arms the lock alarm for the earliest attempt due in lockq, or disarms
+ * it when lockq is empty.  A query held back by an earlier write of its
+ * origin leaves with that write and is not counted; the head of lockq
+ * never is held back, so the alarm is armed whenever lockq is not empty.
+ * O(length of lockq^2).
+ */
+static void
+arm_lock_alarm(struct pg *pg)
+{
+    uint64_t now = loop_now_ms(pg->loop), first = UINT64_MAX;
+
+    if (pg->lockq.head == NULL) {
+        loop_alarm_cancel(pg->loop, &pg->lock_alarm);
+        return;
+    }
+    for (const struct pg_query *q = pg->lockq.head; q; q = q->next) {
+        /* due already, or a read whose write left: at the next pass (a
+         * delay of 0 could fire forever from the alarm's own callback) */
+        uint64_t at = q->retry_at_ms > now ? q->retry_at_ms : now + 1;
+        if (at < first && !holds_back(pg, &pg->lockq, q))
+            first = at;
+    }
+    loop_alarm_set(pg->loop, &pg->lock_alarm,
+                   first - now > PG_LOCK_RETRY_MAX_MS ? PG_LOCK_RETRY_MAX_MS
+                                                      : (uint32_t)(first - now),
+                   lock_retry, pg);
+}
+
+/*
+ * Holds the read q back behind the write held_by() found (q's result, if
+ * any, is freed: the read runs again).  HELD_SENT: q goes to the front of
+ * the next batch, which leaves after that write.
+ */
+static void
+hold_back(struct pg *pg, struct pg_query *q, enum held_by by)
+{
+    struct qlist one = {0};
+
+    if (q->res) {
+        PQclear(q->res);
+        q->res = NULL;
+    }
+    switch (by) {
+    case HELD_LOCKQ:
+        q->retry_at_ms = 0; /* it goes with its write */
+        park(pg, q);
+        break;
+    case HELD_RETRY:
+        push(&pg->retry, q);
+        break;
+    case HELD_SENT:
+    default:
+        push(&one, q);
+        prepend(&pg->batch, &one);
+        break;
+    }
+    note_sizes(pg);
+}
+
+/*
+ * Holds back every read of *l (not yet sent) that must run after a redo
+ * write of its origin; keeps the order of the others.
+ */
+static void
+hold_back_reads(struct pg *pg, struct qlist *l)
+{
+    struct qlist keep = {0};
+    struct pg_query *q;
+
+    if (pg->redo_writes == 0)
+        return;
+    while ((q = pop(l)) != NULL) {
+        enum held_by by = held_by(pg, q, false);
+        if (by == HELD_NOT)
+            push(&keep, q);
+        else
+            hold_back(pg, q, by);
+    }
+    *l = keep;
+    note_sizes(pg);
+}
+
+/*
+ * q failed with res, the first failure of its batch.  If it only waited
+ * too long for a lock and its lock waits have not used statement_timeout
+ * up: parks it for another attempt, or drops it if it was cancelled (it
+ * will not be sent again), and returns true (res stays the caller's).
+ * Else false: q completes with res.
+ */
+static bool
+lock_park(struct pg *pg, struct pg_query *q, const PGresult *res)
+{
+    const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    uint64_t now = loop_now_ms(pg->loop), waited, pause, end;
+
+    if (pg->lock_wait_ms == 0 || code == NULL || strcmp(code, "55P03") != 0)
+        return false;
+    if (q->cancelled) {
+        push(&pg->drop, q); /* completed at the sync (end_batch()) */
+        return true;
+    }
+    if (!q->lock_waited) {
+        /* it has been waiting since about lock_wait_ms ago */
+        q->lock_waited = true;
+        q->lock_since_ms = now > pg->lock_wait_ms ? now - pg->lock_wait_ms : 0;
+    }
+    waited = now - q->lock_since_ms;
+    if (waited >= pg->lock_budget_ms)
+        return false;
+    pause = waited < PG_LOCK_RETRY_MIN_MS   ? PG_LOCK_RETRY_MIN_MS
+            : waited > PG_LOCK_RETRY_MAX_MS ? PG_LOCK_RETRY_MAX_MS
+                                            : waited;
+    /* the last attempt when the budget is up, not a pause later */
+    end = q->lock_since_ms + pg->lock_budget_ms;
+    q->retry_at_ms = now + pause < end ? now + pause : end;
+    mark_redo(pg, q);
+    park(pg, q);
+    note_sizes(pg);
+    arm_lock_alarm(pg);
+    return true;
+}
+
+/*
+ * The lock alarm: drops the cancelled queries of lockq, then sends every
+ * query due (a parked query whose pause is over, a read whose writes have
+ * left lockq), each parked query as a batch of its own with the reads
+ * held back behind it (those of its origin up to its origin's next parked
+ * query).  A query of an origin whose earlier write stays parked stays
+ * too.  O(length of lockq^2).
+ */
+static void
+lock_retry(struct loop *loop, void *arg)
+{
+    struct pg *pg = arg;
+    struct qlist due = {0}, keep = {0};
+    uint64_t now = loop_now_ms(loop);
+    struct pg_query *q;
+
+    if (pg->state != PG_READY)
+        return; /* lost() emptied lockq */
+    sweep(pg, &pg->lockq);
+    while ((q = pop(&pg->lockq)) != NULL) {
+        bool ready = q->retry_at_ms <= now && !holds_back(pg, &keep, q);
+        push(ready ? &due : &keep, q);
+    }
+    pg->lockq = keep;
+    while ((q = pop(&due)) != NULL) {
+        struct qlist one = {0}, rest = {0};
+        struct pg_query *p;
+
+        push(&one, q);
+        while (q->origin && (p = pop(&due)) != NULL) {
+            if (p->origin == q->origin && p->retry_at_ms != 0) {
+                push(&rest, p);      /* the next parked query of the origin: */
+                append(&rest, &due); /* its own batch, after this one */
+                break;
+            }
+            push(p->origin == q->origin ? &one : &rest, p);
+        }
+        if (q->origin)
+            due = rest;
+        for (p = one.head; p; p = p->next)
+            if (p->retry_at_ms)
+                pg->stats.lock_retries++;
+        if (send_batch(pg, &one) < 0) {
+            append(&pg->retry, &due); /* lost() fails them */
+            lost(pg, PQerrorMessage(pg->conn));
+            return;
+        }
+    }
+    note_sizes(pg);
+    complete_dropped(pg);
+    if (pg->state != PG_READY)
+        return; /* a callback's failure path closed it */
+    refill(pg); /* room freed by the dropped: sent by pg_flush() */
+    arm_lock_alarm(pg);
+    if (PQflush(pg->conn) == 1)
+        watch(pg, EPOLLIN | EPOLLOUT);
+}
+
 /* ---- results ---- */
 
 static bool
@@ -614,6 +962,7 @@ complete(struct pg *pg, struct pg_query *q, PGresult *res)
 {
     q->res = NULL;
     q->next = NULL;
+    settle(pg, q);
     pg->stats.queries++;
     if (!result_ok(res))
         pg->stats.errors++;
@@ -624,17 +973,24 @@ complete(struct pg *pg, struct pg_query *q, PGresult *res)
 
 /*
  * One query's result (q has left fl).  In a batch without a failure so
- * far, a read sent ahead of the writes completes at once, and any other
- * success is held for the sync (nobody is told "created" before the
- * commit); a failure completes q at once and sends everything held to the
- * retry list; after a failure every result is PGRES_PIPELINE_ABORTED and
- * its query joins the retry list too.
+ * far, a read sent ahead of the writes completes at once (unless an undone
+ * write holds it back: it runs again), and any other success is held for
+ * the sync (nobody is told "created" before the commit); a failure
+ * completes q at once, or parks it after a lock wait, and sends
+ * everything held to the retry list; after a failure every result is
+ * PGRES_PIPELINE_ABORTED and its query joins the retry list too.
  */
 static void
 one_result(struct pg *pg, struct pg_query *q, PGresult *res)
 {
     if (!pg->failed && result_ok(res)) {
         if (q->early) {
+            enum held_by by = held_by(pg, q, true);
+            if (by != HELD_NOT) {
+                PQclear(res); /* ran before its origin's write ran again */
+                hold_back(pg, q, by);
+                return;
+            }
             complete(pg, q, res);
             return;
         }
@@ -648,14 +1004,20 @@ one_result(struct pg *pg, struct pg_query *q, PGresult *res)
         for (struct pg_query *h = pg->grp.head; h; h = h->next) {
             PQclear(h->res);
             h->res = NULL;
+            mark_redo(pg, h);
         }
         append(&pg->retry, &pg->grp);
         if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+            if (lock_park(pg, q, res)) {
+                PQclear(res);
+                return;
+            }
             complete(pg, q, res); /* the failing query: its outcome is final */
             return;
         }
     }
     PQclear(res); /* PGRES_PIPELINE_ABORTED: it never ran */
+    mark_redo(pg, q);
     push(&pg->retry, q);
 }
 
@@ -675,10 +1037,13 @@ end_batch(struct pg *pg)
         pg->failed = false;
         pg->retry = (struct qlist){0};
         sweep(pg, &again); /* answered meanwhile (504): not worth resending */
+        hold_back_reads(pg, &again); /* behind a write parked meanwhile */
         if (again.head) {
             pg->stats.batch_retries++;
             pg->stats.resent += again.n;
             rc = send_batch(pg, &again);
+            if (rc == 0)
+                pg->stats.batches++;
         }
         if (rc == 0)
             complete_dropped(pg);
@@ -687,6 +1052,11 @@ end_batch(struct pg *pg)
     pg->grp = (struct qlist){0};
     while (held.head) {
         struct pg_query *q = pop(&held);
+        enum held_by by = held_by(pg, q, true);
+        if (by != HELD_NOT) {
+            hold_back(pg, q, by); /* its origin's earlier write is undone */
+            continue;
+        }
         complete(pg, q, q->res);
     }
     return 0;
@@ -784,8 +1154,9 @@ pg_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 
 struct pg *
 pg_new(struct loop *loop, const char *conninfo, const struct pg_stmt_def *stmts,
-       unsigned nstmts, uint32_t statement_timeout_ms, uint32_t depth,
-       uint32_t queue_max, const char *app_name, const struct pg_events *ev)
+       unsigned nstmts, uint32_t statement_timeout_ms, uint32_t lock_wait_ms,
+       uint32_t depth, uint32_t queue_max, const char *app_name,
+       const struct pg_events *ev)
 {
     struct pg *pg = calloc(1, sizeof(*pg));
 
@@ -804,6 +1175,8 @@ pg_new(struct loop *loop, const char *conninfo, const struct pg_stmt_def *stmts,
     pg->nstmts = nstmts;
     pg->depth = depth ? depth : 1;
     pg->queue_max = queue_max;
+    pg->lock_wait_ms = lock_wait_ms;
+    pg->lock_budget_ms = statement_timeout_ms;
     pg->backoff_ms = PG_BACKOFF_MIN_MS;
     strlcpy(pg->app_name, app_name, sizeof(pg->app_name));
     snprintf(pg->options, sizeof(pg->options),
@@ -821,6 +1194,7 @@ pg_free(struct pg **pgp)
         return;
     loop_alarm_cancel(pg->loop, &pg->reconnect);
     loop_alarm_cancel(pg->loop, &pg->connect_timeout);
+    loop_alarm_cancel(pg->loop, &pg->lock_alarm);
     unwatch(pg);
     if (pg->conn)
         PQfinish(pg->conn);
@@ -837,6 +1211,10 @@ pg_submit(struct pg *pg, struct pg_query *q)
     if (pg == NULL || pg->state != PG_READY)
         return PG_E_DOWN;
     q->res = NULL;
+    q->redo = false;
+    q->lock_waited = false;
+    q->retry_at_ms = 0;
+    q->seq = pg->next_seq++;
     if (pg->stats.in_flight + pg->batch.n < pg->depth &&
         pg->wait.head == NULL) {
         push(&pg->batch, q);
@@ -876,12 +1254,15 @@ pg_flush(struct pg *pg)
         complete_dropped(pg);
         sweep(pg, &pg->batch);
     }
+    /* a read must not run before its origin's undone write runs again */
+    hold_back_reads(pg, &pg->batch);
     if (pg->batch.head == NULL)
         return;
     if (send_batch(pg, &pg->batch) < 0) {
         lost(pg, PQerrorMessage(pg->conn));
         return;
     }
+    pg->stats.batches++;
     if (PQflush(pg->conn) == 1)
         watch(pg, EPOLLIN | EPOLLOUT);
 }

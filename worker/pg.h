@@ -45,6 +45,21 @@
  * maximum backoff; whether the worker gives up is the worker's decision
  * (SPEC 4: exit 2 only for a worker that never served).
  *
+ * Lock waits: a statement blocked on a lock that another session holds
+ * (a row locked FOR UPDATE) would block the connection, and with it every
+ * query pipelined behind it, other clients' reads of other rows included,
+ * for up to statement_timeout.  So the session runs with a short
+ * lock_timeout (pg_new()'s lock_wait_ms): such a statement fails with
+ * 55P03 (lock_not_available) instead, its batch rolls back (its other
+ * queries are sent again, as for any failed batch), and pg sends it again
+ * by itself after a pause, alone, as often as needed, without telling the
+ * submitter.  It completes when an attempt succeeds; is dropped if it is
+ * cancelled meanwhile (its attempts were all rolled back); or, once it
+ * has waited statement_timeout in all, completes with its last 55P03
+ * result, which callers answer as they answer a statement timeout
+ * (57014).  A read of the same origin submitted after such a write waits
+ * for it (pg.c has the details).
+ *
  * Flow control: at most depth queries in flight; up to queue_max more wait
  * in a FIFO; beyond that pg_submit() fails with PG_E_FULL (503).  Queries
  * whose answer nobody wants any more (pg_query.cancelled) are dropped
@@ -64,6 +79,9 @@
 #define PG_BACKOFF_MIN_MS 50
 #define PG_BACKOFF_MAX_MS 500
 #define PG_CONNECT_TIMEOUT_MS 5000
+/* The pause before a lock-waiting statement is sent again (see above). */
+#define PG_LOCK_RETRY_MIN_MS 10
+#define PG_LOCK_RETRY_MAX_MS 200
 
 struct pg;
 struct pg_query;
@@ -119,14 +137,20 @@ struct pg_query {
     /*
      * Set by the submitter, at any time, when nobody wants the answer any
      * more (the request was answered 504, its client left).  A query not
-     * yet sent, or waiting to be sent again after a failed batch, is then
-     * never sent: pg completes it with done(q, NULL, "cancelled"), from
-     * the loop.  One already sent completes normally.  pg never clears it.
+     * yet sent, or waiting to be sent again after a failed batch or a
+     * lock wait, is then never sent: pg completes it with done(q, NULL,
+     * "cancelled"), from the loop (after a lock wait: within one retry
+     * pause).  One already sent completes normally.  pg never clears it.
      */
     bool cancelled;
     /* pg's own, while the query is in its hands: */
-    PGresult *res; /* result held until its batch's sync */
-    bool early;    /* sent ahead of the batch's writes: completes at once */
+    PGresult *res;          /* result held until its batch's sync */
+    bool early;             /* sent ahead of the batch's writes: at once */
+    bool redo;              /* rolled back once: to run again */
+    bool lock_waited;       /* lock_since_ms is set */
+    uint32_t seq;           /* submission order (wraps) */
+    uint64_t lock_since_ms; /* loop time its first lock wait began */
+    uint64_t retry_at_ms;   /* parked after a lock wait: when to resend */
 };
 
 enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
@@ -151,10 +175,13 @@ struct pg_stats {
     uint64_t queries;       /* completed */
     uint64_t errors;        /* completed with an error */
     uint64_t reconnects;    /* successful connections after the first */
-    uint64_t batches;       /* syncs sent for API queries, resends included */
+    uint64_t batches;       /* syncs sent for API queries, resends included,
+                               lock retries not */
     uint64_t batch_retries; /* failed batches whose other queries were resent */
     uint64_t resent;        /* queries sent again after a failed batch */
-    uint64_t dropped;       /* cancelled before being sent (not in queries) */
+    uint64_t lock_retries;  /* statements sent again after a lock wait */
+    uint64_t dropped;       /* cancelled before being sent (again); not in
+                               queries */
     uint32_t in_flight;     /* now */
     uint32_t queued;        /* now, waiting for pipeline room */
     uint32_t batched;       /* now, waiting for the next batch */
@@ -164,13 +191,17 @@ struct pg_stats {
 /*
  * Creates the client and starts connecting.  conninfo is a libpq URL or
  * key=value string; stmts (nstmts entries) stay owned by the caller and
- * must outlive pg.  app_name appears in pg_stat_activity.  ev (NULL: no
- * events) is copied.  Returns NULL when out of memory.
+ * must outlive pg.  statement_timeout_ms (> 0) is the session's
+ * statement_timeout and the limit of a statement's lock waits in all;
+ * lock_wait_ms is its lock_timeout once connected ("Lock waits" above;
+ * 0: none set, and no lock retries).  app_name appears in
+ * pg_stat_activity.  ev (NULL: no events) is copied.  Returns NULL when
+ * out of memory.
  */
 struct pg *pg_new(struct loop *loop, const char *conninfo,
                   const struct pg_stmt_def *stmts, unsigned nstmts,
-                  uint32_t statement_timeout_ms, uint32_t depth,
-                  uint32_t queue_max, const char *app_name,
+                  uint32_t statement_timeout_ms, uint32_t lock_wait_ms,
+                  uint32_t depth, uint32_t queue_max, const char *app_name,
                   const struct pg_events *ev);
 
 /* Closes the connection (in-flight queries complete with an error). */

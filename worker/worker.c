@@ -527,8 +527,8 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         snprintf(app, sizeof(app), "apiaryd worker %u", id);
         const struct pg_events ev = {db_ready, db_schema_old, wk};
         wk->pg = pg_new(wk->loop, cfg->database_url, stmts, nstmts,
-                        cfg->statement_timeout_ms, cfg->db_pipeline_depth,
-                        cfg->db_queue_limit, app, &ev);
+                        cfg->statement_timeout_ms, cfg->db_lock_wait_ms,
+                        cfg->db_pipeline_depth, cfg->db_queue_limit, app, &ev);
         if (wk->pg == NULL)
             worker_fail("pg_new()");
     } else {

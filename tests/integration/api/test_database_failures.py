@@ -433,9 +433,11 @@ def test_issue6_query_of_a_timed_out_request_is_not_sent(start_api):
     behind it (queue limit 1); both time out.  A new GET then finds the
     queue full of a dead request: it must be accepted (not 503), the dead
     GET never reaches PostgreSQL, and the new one is answered once the lock
-    is gone."""
+    is gone.  (Lock retries are off: with them, the PATCH would wait
+    unsent between its attempts, and be dropped at its 504 too; see
+    test_lock_wait.py.)"""
     srv = start_api(workers=1, db_pipeline_depth=1, db_queue_limit=1,
-                    request_timeout_ms=int(scaled(1) * 1000))
+                    db_lock_wait_ms=0, request_timeout_ms=int(scaled(1) * 1000))
     user = create_user(srv.client, name="Before")
     uid = user["id"]
 

@@ -307,8 +307,11 @@ def test_idempotency_race_loser_with_queries_behind_it(start_api):
     queries queue up behind it on the same database connection; then the
     test commits.  The server's request lost the race: it must answer from
     the stored row (409 here: the test stored another request's digest) and
-    every query behind it must still get its own answer."""
-    srv = start_api(workers=1, request_timeout_ms=int(scaled(3) * 1000))
+    every query behind it must still get its own answer.  (Lock retries are
+    off, so that the INSERT waits in PostgreSQL with the queries behind it;
+    test_lock_wait.py has the race with them on.)"""
+    srv = start_api(workers=1, db_lock_wait_ms=0,
+                    request_timeout_ms=int(scaled(3) * 1000))
     user = create_user(srv.client)
     holder = srv.db.connect(autocommit=False)
     clients = []
