@@ -21,6 +21,7 @@ This directory is a package (``__init__.py``) so that this module is
 ``api.conftest`` and does not shadow tests/integration/conftest.py, which
 every test module imports as ``conftest``.
 """
+import json
 import datetime
 import itertools
 import os
@@ -526,3 +527,45 @@ def spawn_unchecked(tmpdir, **config):
         )
     srv.seen_pids.add(srv.proc.pid)
     return srv
+
+
+# ---- a request that waits in PostgreSQL (issue 6 tests) ----
+
+
+def ms(seconds):
+    return int(scaled(seconds) * 1000)
+
+
+def patch_request(uid, name):
+    body = json.dumps({"name": name}).encode()
+    return (b"PATCH /users/%d HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (uid, len(body), body))
+
+
+class RowLock:
+    """SELECT ... FOR UPDATE on one user row in a transaction of our own,
+    held until release()."""
+
+    def __init__(self, db, uid):
+        self.conn = db.connect(autocommit=False)
+        self.conn.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (uid,))
+
+    def held(self):
+        """True while our transaction (and so the row lock) is open."""
+        return (self.conn is not None and not self.conn.closed
+                and self.conn.info.transaction_status
+                == psycopg.pq.TransactionStatus.INTRANS)
+
+    def release(self):
+        if self.conn is not None:
+            try:
+                self.conn.rollback()
+            finally:
+                self.conn.close()
+                self.conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()

@@ -13,40 +13,7 @@ import threading
 
 from conftest import RawClient, get, scaled, settled_fd_counts, wait_for
 
-from .conftest import create_user, unique_email
-
-
-def ms(seconds):
-    return int(scaled(seconds) * 1000)
-
-
-def patch_request(uid, name):
-    body = json.dumps({"name": name}).encode()
-    return (b"PATCH /users/%d HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (uid, len(body), body))
-
-
-class RowLock:
-    """SELECT ... FOR UPDATE on one user row in a transaction of our own,
-    held until release()."""
-
-    def __init__(self, db, uid):
-        self.conn = db.connect(autocommit=False)
-        self.conn.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (uid,))
-
-    def release(self):
-        if self.conn is not None:
-            try:
-                self.conn.rollback()
-            finally:
-                self.conn.close()
-                self.conn = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
+from .conftest import RowLock, create_user, ms, patch_request, unique_email
 
 
 def wait_blocked_in_postgres(srv, n=1):

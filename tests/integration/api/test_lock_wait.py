@@ -15,51 +15,12 @@ import os
 import select
 import signal
 
-import psycopg
 import pytest
 
 from conftest import get, scaled, server_rx_queue, wait_for
 
-from .conftest import all_workers_status, create_user, worker_status
-
-
-def ms(seconds):
-    return int(scaled(seconds) * 1000)
-
-
-def patch_request(uid, name):
-    body = json.dumps({"name": name}).encode()
-    return (b"PATCH /users/%d HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (uid, len(body), body))
-
-
-class RowLock:
-    """SELECT ... FOR UPDATE on one user row in a transaction of our own,
-    held until release()."""
-
-    def __init__(self, db, uid):
-        self.conn = db.connect(autocommit=False)
-        self.conn.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (uid,))
-
-    def held(self):
-        """True while our transaction (and so the row lock) is open."""
-        return (self.conn is not None and not self.conn.closed
-                and self.conn.info.transaction_status
-                == psycopg.pq.TransactionStatus.INTRANS)
-
-    def release(self):
-        if self.conn is not None:
-            try:
-                self.conn.rollback()
-            finally:
-                self.conn.close()
-                self.conn = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
+from .conftest import (RowLock, all_workers_status, create_user, ms, patch_request,
+                       worker_status)
 
 
 def unanswered(c):
