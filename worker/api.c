@@ -207,14 +207,10 @@ api_register(struct router *r, struct api *api)
 
 #define APIREQ_FREE_MAX 1024
 
-/* The JSON scratch buffer of result callbacks: one per process, reused
- * by each callback (they never nest). */
-static struct jbuf jb;
-
 struct jbuf *
-api_jbuf(void)
+api_jbuf(struct apireq *a)
 {
-    return &jb;
+    return &a->api->jb;
 }
 
 void
@@ -224,6 +220,7 @@ api_init(struct api *api, struct pg *pg)
     api->pg = pg;
     api->free_list = NULL;
     api->nfree = 0;
+    memset(&api->jb, 0, sizeof(api->jb));
 }
 
 void
@@ -235,7 +232,7 @@ api_fini(struct api *api)
         free(a);
     }
     api->nfree = 0;
-    json_fini(&jb);
+    json_fini(&api->jb);
 }
 
 static struct apireq *
@@ -409,16 +406,17 @@ void
 api_reply(struct apireq *a, int status, const char *extra, size_t extra_len)
 {
     struct request *r = a->r;
+    const struct jbuf *jb = &a->api->jb;
 
     if (a->answered || r == NULL)
         return;
     a->answered = true;
     a->r = NULL;
-    if (json_failed(&jb)) {
+    if (json_failed(jb)) {
         request_error(r, 503, "Out of memory");
         return;
     }
-    request_reply(r, status, jb.p, jb.len, extra, extra_len);
+    request_reply(r, status, jb->p, jb->len, extra, extra_len);
 }
 
 void

@@ -2,8 +2,9 @@
  * api.h - the users / orders / audit API of SPEC 2, served from
  * PostgreSQL through the worker's pipelined connection (pg.h).
  *
- * The API's context is a struct api: the database client it submits to
- * and its pool of in-flight database requests.  The worker owns one and
+ * The API's context is a struct api: the database client it submits to,
+ * its pool of in-flight database requests and the JSON buffer its result
+ * callbacks write answers into.  The worker owns one and
  * passes it in (api_init, api_register); nothing here looks up the worker.
  * api_statements() is the table of prepared statements pg prepares on
  * every connection.
@@ -13,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "json.h"
 #include "pg.h"
 #include "router.h"
 
@@ -25,6 +27,7 @@ struct api {
     struct pg *pg; /* NULL: no database configured (503) */
     struct apireq *free_list;
     unsigned nfree;
+    struct jbuf jb; /* result callbacks' JSON scratch (they never nest) */
 };
 
 /* Sets api up to submit to pg (may be NULL). */

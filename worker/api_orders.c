@@ -28,7 +28,7 @@
 static void
 answer_existing(struct apireq *a, const PGresult *res, int r, int col)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
     char extra[96];
     int n;
 
@@ -72,7 +72,7 @@ got_by_key(struct apireq *a, const PGresult *res)
 static void
 created_order(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
     char loc[64];
     int n;
 
@@ -215,7 +215,7 @@ out:
 static void
 got_order(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
 
     if (!api_found(a, res, "Order"))
         return;
@@ -236,7 +236,7 @@ api_orders_get(struct request *r, void *arg)
 static void
 patched_order(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
 
     if (!api_found(a, res, "Order"))
         return;

@@ -62,8 +62,8 @@ struct apireq {
     char storage[APIREQ_STORAGE];
 };
 
-/* Per-worker response buffer for result callbacks. */
-struct jbuf *api_jbuf(void);
+/* The JSON buffer a result callback writes a's answer into. */
+struct jbuf *api_jbuf(struct apireq *a);
 
 /*
  * Starts a database request for stmt on behalf of r (whose route's arg is
@@ -90,7 +90,7 @@ void api_resubmit(struct apireq *a, enum api_stmt stmt,
 
 /* Answers (exactly once) and marks the request answered. */
 void api_reply(struct apireq *a, int status, const char *extra,
-               size_t extra_len); /* body: api_jbuf() */
+               size_t extra_len); /* body: api_jbuf(a) */
 void api_error(struct apireq *a, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* The generic mapping of a failed result (SQLSTATE) to a status. */

@@ -60,7 +60,7 @@ api_order_json(struct jbuf *b, const PGresult *res, int r, int col)
 static void
 got_user(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
 
     if (!api_found(a, res, "User"))
         return;
@@ -81,7 +81,7 @@ api_users_get(struct request *r, void *arg)
 static void
 got_user_list(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
     int n;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -191,7 +191,7 @@ user_write_error(struct apireq *a, const PGresult *res)
 static void
 created_user(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
     char loc[64];
     int n;
 
@@ -256,7 +256,7 @@ out:
 static void
 patched_user(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         user_write_error(a, res);
@@ -320,7 +320,7 @@ out:
 static void
 deleted_user(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
 
     /* 23503: an order was created for the user meanwhile (a race) */
     if ((PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 &&
@@ -348,7 +348,7 @@ api_users_delete(struct request *r, void *arg)
 static void
 got_user_orders(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
     int n;
 
     if (!api_found(a, res, "User"))
@@ -380,7 +380,7 @@ api_users_orders(struct request *r, void *arg)
 static void
 got_user_audit(struct apireq *a, const PGresult *res)
 {
-    struct jbuf *b = api_jbuf();
+    struct jbuf *b = api_jbuf(a);
     int n;
 
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
