@@ -16,6 +16,17 @@
  * relaxed atomics are enough: a stale read costs one connection of
  * imbalance, never correctness.  The master zeroes a slot when its worker
  * dies, so a dead worker's count does not linger.
+ *
+ * Each slot also records (SPEC 4) the generation of the worker holding it
+ * and whether that worker has started serving.  The master reads "served"
+ * when it reaps the worker, before it zeroes the slot, to tell "could not
+ * start" from "stopped after serving" (master.c).  Crash safety: every
+ * field is one aligned 32-bit atomic store, nothing is held across stores,
+ * so a worker killed at any instruction leaves each field either old or
+ * new; nothing can be left locked, and the master resets the slot at reap.
+ * The SIGKILL tests (test_lifecycle_db.py's start-gate test,
+ * test_migrations.py's old-schema slot test) kill workers that have
+ * served and check what the master then decides from these fields.
  */
 #ifndef APIARY_BALANCE_H
 #define APIARY_BALANCE_H

@@ -55,13 +55,15 @@ dequeue(struct conn *c)
 }
 
 /*
- * r's answer is on c->out: its done point.  Frees r unless its handler is
- * still running (dispatch frees it then).
+ * r's answer is on c->out: its done point.  An answer that says close ends
+ * the connection's requests.  Frees r unless its handler is still running
+ * (dispatch frees it then).
  */
 static void
 finished(struct conn *c, struct request *r)
 {
-    r->phase = REQUEST_ANSWERED;
+    if (r->close_after)
+        c->state = CONN_CLOSING;
     request_run_done(r);
     r->c = NULL;
     if (!r->in_handler)
@@ -83,8 +85,6 @@ flush_ready(struct conn *c)
             c->out.bytes += r->out.bytes;
             outq_init(&r->out);
         }
-        if (r->close_after)
-            c->state = CONN_CLOSING;
         finished(c, r);
     }
 }
@@ -201,8 +201,6 @@ request_reply(struct request *r, int status, const char *body, size_t body_len,
     }
     if (r->queued)
         (void)dequeue(c); /* it was the head */
-    if (r->close_after)
-        c->state = CONN_CLOSING;
     finished(c, r);
     flush_ready(c);
     conn_answers_moved(c);

@@ -493,7 +493,6 @@ dispatch(struct conn *c, struct chunk *b, size_t consumed,
      * reuses the buffer until process_input() returns), so that the
      * answer can tell whether more input follows */
     b->start += (uint32_t)consumed;
-    r->phase = REQUEST_HANDLING;
     r->body = body;
     r->bytes_in = consumed;
     r->in_handler = true;
@@ -521,30 +520,50 @@ dispatch(struct conn *c, struct chunk *b, size_t consumed,
         c->linger = b->start < b->end;
 }
 
+/*
+ * The core answers the request being received itself (a parser error, a
+ * limit, a timeout, a route that wants no body): it becomes the
+ * connection's last request.  take_last() detaches it, the caller answers
+ * it, close_after() frees it once done and marks the connection closing.
+ */
+static struct request *
+take_last(struct conn *c, enum request_end end, bool linger)
+{
+    struct request *r = c->rs;
+
+    c->rs = NULL;
+    c->linger = linger;
+    r->end = (uint8_t)end;
+    r->keep_alive = false;
+    r->method = r->req.method;
+    r->in_handler = true; /* ours until close_after() */
+    return r;
+}
+
+static void
+close_after(struct conn *c, struct request *r)
+{
+    r->in_handler = false;
+    if (r->c == NULL)
+        request_put(&c->ctx->requests, &r);
+    if (c->state != CONN_FREE)
+        c->state = CONN_CLOSING;
+}
+
 /* Answers a framing or limit error; the connection closes after it. */
 static void
 reject(struct conn *c, ssize_t code, const char *what)
 {
-    struct request *r = c->rs;
+    struct request *r;
     char peer[64];
     int status = http_parse_status(code);
 
     conn_peer_str(c, peer, sizeof(peer));
     log_info("client %s sent %s: %s; answering %d and closing", peer, what,
              http_parse_message(code), status);
-    c->rs = NULL;
-    c->linger = true;
-    r->phase = REQUEST_HANDLING;
-    r->end = REQUEST_END_REJECTED;
-    r->keep_alive = false;
-    r->method = r->req.method;
-    r->in_handler = true;
+    r = take_last(c, REQUEST_END_REJECTED, true);
     request_error(r, status, "%s", http_parse_message(code));
-    r->in_handler = false;
-    if (r->c == NULL)
-        request_put(&c->ctx->requests, &r);
-    if (c->state != CONN_FREE)
-        c->state = CONN_CLOSING;
+    close_after(c, r);
 }
 
 /*
@@ -620,7 +639,6 @@ process_input(struct conn *c, struct chunk *b)
             if (ctx->hooks.nroute && route_hooks_answered(c, r)) {
                 /* answered before the body: never read it */
                 bool body = r->req.has_body;
-                r->phase = REQUEST_HANDLING;
                 if (c->rs == r)
                     c->rs = NULL;
                 if (r->c == NULL)
@@ -645,17 +663,9 @@ process_input(struct conn *c, struct chunk *b)
             }
             if (r->route < 0) {
                 /* no handler wants the body: answer now, do not read it */
-                r->keep_alive = false;
-                c->rs = NULL;
-                c->linger = true;
-                r->phase = REQUEST_HANDLING;
-                r->in_handler = true;
+                r = take_last(c, REQUEST_END_OK, true);
                 route_error(r);
-                r->in_handler = false;
-                if (r->c == NULL)
-                    request_put(&ctx->requests, &r);
-                if (c->state != CONN_FREE)
-                    c->state = CONN_CLOSING;
+                close_after(c, r);
                 break;
             }
             c->state = CONN_BODY;
@@ -887,24 +897,15 @@ conn_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 static void
 timeout_reply(struct conn *c, const char *what)
 {
-    struct request *r = c->rs;
+    struct request *r;
     char peer[64];
 
     conn_peer_str(c, peer, sizeof(peer));
     log_info("client %s timed out %s; answering 408 and closing", peer, what);
-    c->rs = NULL;
-    c->linger = false;
-    r->phase = REQUEST_HANDLING;
-    r->end = REQUEST_END_TIMEOUT;
-    r->keep_alive = false;
-    r->method = r->req.method;
-    r->in_handler = true;
+    r = take_last(c, REQUEST_END_TIMEOUT, false);
     request_error(r, 408, "timed out %s", what);
-    r->in_handler = false;
-    if (r->c == NULL)
-        request_put(&c->ctx->requests, &r);
+    close_after(c, r);
     if (c->state != CONN_FREE) {
-        c->state = CONN_CLOSING;
         conn_update_mask(c);
         conn_arm_timer(c);
     }

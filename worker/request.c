@@ -80,16 +80,17 @@ request_get(struct request_pool *p, struct conn *c, uint64_t now_us)
             return NULL;
         buf_allocs++;
     }
-    /* everything up to the log copies; those are filled with lengths */
+    /*
+     * Everything up to the log copies (those are filled with lengths).
+     * All zero is also the initial state of the parser, the request, the
+     * chunked decoder, the output queue and the timer (their _init
+     * functions are that memset), so they are not initialised twice on
+     * every request.
+     */
     memset(r, 0, offsetof(struct request, path));
     r->magic = REQUEST_MAGIC;
-    r->phase = REQUEST_RECEIVING;
     r->c = c;
     r->start_us = now_us;
-    outq_init(&r->out);
-    timer_init(&r->timer);
-    http_parser_init(&r->parser, &r->req);
-    http_chunked_init(&r->chunked);
     return r;
 }
 

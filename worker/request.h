@@ -79,12 +79,6 @@ struct conn;
 struct conn_ctx;
 struct request;
 
-enum request_phase {
-    REQUEST_RECEIVING = 1, /* header section or body still arriving */
-    REQUEST_HANDLING,      /* dispatched, answer owed */
-    REQUEST_ANSWERED,      /* answer serialised, waiting for its turn */
-};
-
 /* How a request ended, for the access log and the metrics. */
 enum request_end {
     REQUEST_END_OK = 0,      /* answered (any status) */
@@ -99,7 +93,6 @@ typedef void (*request_abort_fn)(struct request *r, void *arg);
 
 struct request {
     uint32_t magic;
-    uint8_t phase;        /* enum request_phase */
     uint8_t end;          /* enum request_end */
     bool head;            /* HEAD: no body in the answer */
     bool keep_alive;      /* the client allows keep-alive */
@@ -182,7 +175,7 @@ void request_pool_init(struct request_pool *p, unsigned max_free);
 /* Frees every pooled request (at exit, for valgrind). */
 void request_pool_fini(struct request_pool *p);
 /*
- * A fresh request in phase RECEIVING for connection c, start time now_us;
+ * A fresh request being received on connection c, start time now_us;
  * NULL when out of memory.  Freed with request_put() by the core only.
  */
 struct request *request_get(struct request_pool *p, struct conn *c,
