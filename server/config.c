@@ -8,6 +8,8 @@
  *   bool    on/off, yes/no, true/false, 1/0
  *   string  copied, must fit the field
  *   level   debug/info/warn/error
+ *   name    1..31 of [A-Za-z0-9_.-], not starting with '.' (goes into a
+ *           shm segment name)
  */
 #include "config.h"
 
@@ -23,7 +25,7 @@
 #include "listen.h"
 #include "log.h"
 
-enum key_type { K_INT, K_SIZE, K_BOOL, K_STRING, K_LEVEL, K_LISTEN };
+enum key_type { K_INT, K_SIZE, K_BOOL, K_STRING, K_LEVEL, K_LISTEN, K_NAME };
 
 struct key {
     const char *name;
@@ -86,6 +88,13 @@ static const struct key keys[] = {
      "directory of NNNN_*.sql migrations"},
     {"debug_endpoints", K_BOOL, F(debug_endpoints), 0, 1,
      "serve GET /debug/worker"},
+    /* metrics segment and status page (issue 8) */
+    {"name", K_NAME, F(name), 0, 0,
+     "instance name: metrics segment /dev/shm/apiary-<name>-metrics"},
+    {"metrics", K_BOOL, F(metrics), 0, 1,
+     "create the metrics segment and record every request"},
+    {"status_page", K_BOOL, F(status_page), 0, 1,
+     "serve the live status page GET /status and its GET /status.json"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -120,6 +129,9 @@ config_defaults(struct config *c)
     c->db_pipeline_depth = 256;
     c->db_queue_limit = 4096;
     strlcpy(c->sql_dir, "sql", sizeof(c->sql_dir));
+    strlcpy(c->name, "apiary", sizeof(c->name));
+    c->metrics = true;
+    c->status_page = false;
 }
 
 static const struct key *
@@ -186,6 +198,17 @@ config_set(struct config *c, const char *name, const char *value,
     }
     field = (char *)c + k->offset;
     switch (k->type) {
+    case K_NAME:
+        if (value[0] == '\0' || value[0] == '.' ||
+            strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                          "0123456789_.-") != strlen(value)) {
+            snprintf(diag, diag_len,
+                     "%s: %s: expected letters, digits, '_', '.' or '-' "
+                     "(not starting with '.'), got \"%s\"",
+                     origin, name, value);
+            return -1;
+        }
+        /* fall through */
     case K_LISTEN:
     case K_STRING:
         if (k->type == K_LISTEN) {
@@ -444,6 +467,7 @@ config_print(const struct config *c, FILE *out)
 
         fprintf(out, "%-22s = ", k->name);
         switch (k->type) {
+        case K_NAME:
         case K_LISTEN:
         case K_STRING:
             if (strcmp(k->name, "database_url") == 0)

@@ -50,6 +50,10 @@ struct config {
     uint32_t db_queue_limit;       /* queries waiting per worker (then 503) */
     char sql_dir[CONFIG_PATH_MAX]; /* migrations, for apiaryd migrate */
     bool debug_endpoints;
+    /* metrics segment and status page (issue 8) */
+    char name[32];    /* instance: shm segment /apiary-<name>-metrics */
+    bool metrics;     /* create the segment and record requests */
+    bool status_page; /* GET /status and /status.json */
 };
 
 /* Fills c with the built-in defaults. */

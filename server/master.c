@@ -41,6 +41,8 @@
 #include "balance.h"
 #include "listen.h"
 #include "log.h"
+#include "metrics.h"
+#include "metrics_hook.h"
 #include "worker.h"
 
 #define MAX_WORKERS 256
@@ -55,6 +57,7 @@ struct slot {
     uint64_t respawn_at_ms; /* when pid == 0 and not fatal */
     unsigned quick_deaths;
     bool fatal;
+    int block; /* metrics block of the running worker, -1: none */
 };
 
 static volatile sig_atomic_t got_chld, got_term, got_quit, got_hup, got_usr1,
@@ -68,6 +71,8 @@ static int lfds[LISTEN_MAX];
 static unsigned nlfds;
 static struct pidfh *pfh;
 static struct config *config;
+static struct metrics metrics_seg;
+static struct metrics *metrics; /* NULL: metrics off or unavailable */
 
 static uint64_t
 now_ms(void)
@@ -131,9 +136,12 @@ install_signals(sigset_t *blocked)
 static void
 spawn(struct slot *s)
 {
-    pid_t pid = fork();
+    pid_t pid;
 
+    s->block = metrics_worker_assign(metrics, s->id, generation);
+    pid = fork();
     if (pid < 0) {
+        metrics_worker_gone(metrics, 0, s->id, generation, s->block);
         log_error("fork() for worker %u failed: %s; retrying in 1 s", s->id,
                   strerror(errno));
         s->respawn_at_ms = now_ms() + 1000;
@@ -146,6 +154,7 @@ spawn(struct slot *s)
         worker_run(generation, s->id, config, lfds, nlfds);
     }
     s->pid = pid;
+    metrics_worker_pid(metrics, s->block, pid);
     s->started_ms = now_ms();
     log_info("worker %u started, pid %d", s->id, (int)pid);
 }
@@ -183,6 +192,7 @@ reap(bool shutting_down)
             continue;
         }
         s->pid = 0;
+        metrics_worker_gone(metrics, pid, s->id, generation, s->block);
         if (balance_served(s->id))
             ever_served = true;
         balance_reset(s->id);
@@ -203,6 +213,7 @@ reap(bool shutting_down)
             s->fatal = true;
             continue;
         }
+        metrics_count_restart(metrics);
         if (now - s->started_ms < CRASH_WINDOW_MS)
             s->quick_deaths++;
         else
@@ -304,6 +315,17 @@ master_run(struct config *cfg, int daemonize)
         log_warn("mmap() for the balance counters failed: %s; connections "
                  "may spread unevenly",
                  strerror(errno));
+    if (cfg->metrics) {
+        if (metrics_create(&metrics_seg, cfg->name, nslots, APIARY_VERSION) <
+            0) {
+            log_warn("shm_open() of the metrics segment /dev/shm/apiary-%s-"
+                     "metrics failed: %s; running without metrics",
+                     cfg->name, strerror(errno));
+        } else {
+            metrics = &metrics_seg;
+            metrics_publish_routes(metrics, cfg);
+        }
+    }
     for (unsigned i = 0; i < nslots; i++) {
         slots[i].id = i + 1;
         spawn(&slots[i]);
@@ -364,6 +386,7 @@ master_run(struct config *cfg, int daemonize)
         /* the master has no loop to wake it when a blocked log pipe
          * drains: write what it can and look again in 100 ms */
         log_flush();
+        metrics_master_log_dropped(metrics, log_dropped_lines());
         if (log_pending() && wake > now + 100)
             wake = now + 100;
         if (wake != UINT64_MAX) {
@@ -417,6 +440,8 @@ master_run(struct config *cfg, int daemonize)
         if (close(lfds[i]) < 0)
             log_error("close() of listener failed: %s", strerror(errno));
     pidfile_remove(pfh);
+    if (metrics)
+        metrics_destroy(metrics);
     log_info("apiaryd stopped");
     log_flush();
     return rc;

@@ -129,6 +129,14 @@ void
 request_reply(struct request *r, int status, const char *body, size_t body_len,
               const char *extra, size_t extra_len)
 {
+    request_reply_type(r, status, NULL, body, body_len, extra, extra_len);
+}
+
+void
+request_reply_type(struct request *r, int status, const char *content_type,
+                   const char *body, size_t body_len, const char *extra,
+                   size_t extra_len)
+{
     struct conn *c = r->c;
     struct conn_ctx *ctx;
     struct response resp;
@@ -158,6 +166,7 @@ request_reply(struct request *r, int status, const char *body, size_t body_len,
         .head = r->head,
         .keep_alive = !r->close_after,
         .no_body_headers = status == 204 || status == 304 || status < 200,
+        .content_type = content_type,
     };
     if (ctx->hooks.nserialise) {
         static struct hdrbuf h;

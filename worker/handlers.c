@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics_http.h"
 #include "pg.h"
 #include "request.h"
 #include "worker.h"
@@ -91,6 +92,18 @@ handlers_register(struct router *r, const struct config *cfg, struct worker *wk)
     if (router_add(r, HTTP_GET, "/health", (router_handler_fn)health, NULL) < 0)
         return -1;
     if (router_add(r, HTTP_GET, "/ready", (router_handler_fn)ready, wk) < 0)
+        return -1;
+    /* metrics views (issue 8); wk is NULL when the master lists routes */
+    if (router_add(r, HTTP_GET, "/metrics",
+                   (router_handler_fn)metrics_http_metrics,
+                   wk ? &wk->metrics : NULL) < 0)
+        return -1;
+    if (cfg->status_page &&
+        (router_add(r, HTTP_GET, "/status",
+                    (router_handler_fn)metrics_http_status, NULL) < 0 ||
+         router_add(r, HTTP_GET, "/status.json",
+                    (router_handler_fn)metrics_http_status_json,
+                    wk ? &wk->metrics : NULL) < 0))
         return -1;
     if (cfg->debug_endpoints &&
         router_add(r, HTTP_GET, "/debug/worker",

@@ -144,6 +144,7 @@ timer_queue_init(struct timer_queue *q, uint32_t duration_ms, timer_fn fn)
     q->head.prev = q->head.next = &q->head;
     q->head.queue = q;
     q->duration_ms = duration_ms;
+    q->ntimers = 0;
     q->fn = fn;
 }
 
@@ -163,6 +164,7 @@ timer_stop(struct timer *t)
     t->prev->next = t->next;
     t->next->prev = t->prev;
     t->prev = t->next = NULL;
+    t->queue->ntimers--;
     t->queue = NULL;
 }
 
@@ -172,6 +174,7 @@ timer_start(struct loop *loop, struct timer_queue *q, struct timer *t)
     timer_stop(t);
     t->deadline_ms = loop->now_ms + q->duration_ms;
     t->queue = q;
+    q->ntimers++;
     t->prev = q->head.prev;
     t->next = &q->head;
     q->head.prev->next = t;

@@ -60,6 +60,7 @@ typedef void (*timer_fn)(struct loop *loop, struct timer *t);
 struct timer_queue {
     struct timer head; /* sentinel of a circular list */
     uint32_t duration_ms;
+    uint32_t ntimers; /* timers in the queue now (idle connections ...) */
     timer_fn fn;
 };
 

@@ -192,6 +192,14 @@ void request_put(struct request_pool *p, struct request **rp);
 void request_reply(struct request *r, int status, const char *body,
                    size_t body_len, const char *extra, size_t extra_len);
 
+/*
+ * request_reply() with a Content-Type other than application/json
+ * (content_type: a static string such as "text/html; charset=utf-8").
+ */
+void request_reply_type(struct request *r, int status, const char *content_type,
+                        const char *body, size_t body_len, const char *extra,
+                        size_t extra_len);
+
 /* The same with the JSON error body {"error":{"message":..,"code":..}}. */
 void request_error(struct request *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

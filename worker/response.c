@@ -117,7 +117,8 @@ response_write(struct outq *q, struct bufpool *p, const struct response *r)
     const char *reason = response_reason(r->status);
     size_t reason_len = strlen(reason);
     size_t body = r->head ? 0 : r->body_len;
-    size_t need = HEAD_FIXED_MAX + reason_len + date_len + r->extra_len;
+    size_t need = HEAD_FIXED_MAX + reason_len + date_len + r->extra_len +
+                  (r->content_type ? strlen(r->content_type) : 0);
     size_t head_len;
     char *start, *o;
 
@@ -138,7 +139,15 @@ response_write(struct outq *q, struct bufpool *p, const struct response *r)
     memcpy(o, date_line, date_len);
     o += date_len;
     if (!r->no_body_headers) {
-        PUT(o, "Content-Type: application/json\r\nContent-Length: ");
+        if (r->content_type) {
+            size_t ct = strlen(r->content_type);
+            PUT(o, "Content-Type: ");
+            memcpy(o, r->content_type, ct);
+            o += ct;
+            PUT(o, "\r\nContent-Length: ");
+        } else {
+            PUT(o, "Content-Type: application/json\r\nContent-Length: ");
+        }
         o = put_u64(o, r->body_len);
         PUT(o, "\r\n");
     }

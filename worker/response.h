@@ -28,7 +28,8 @@ struct response {
     size_t extra_len;
     bool head; /* HEAD: headers only, Content-Length kept */
     bool keep_alive;
-    bool no_body_headers; /* 204 / 304: no Content-Type/-Length */
+    bool no_body_headers;     /* 204 / 304: no Content-Type/-Length */
+    const char *content_type; /* NULL: application/json */
 };
 
 /*

@@ -384,6 +384,7 @@ before_sleep(struct loop *loop, void *arg)
         got_quit = 0;
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
+    metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, wk->accepted, 0);
     pg_flush(wk->pg); /* this iteration's queries, as one batch */
     conn_ctx_flush(&wk->conns);
     /* connections closed by the flush: close their fds before sleeping,
@@ -404,9 +405,15 @@ after_events(struct loop *loop, void *arg)
 static void
 tick(struct loop *loop, void *arg)
 {
+    struct worker *wk = arg;
+    struct timespec now;
+
     (void)loop;
-    (void)arg;
-    response_date_update(time(NULL));
+    clock_gettime(CLOCK_REALTIME, &now);
+    response_date_update(now.tv_sec);
+    metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, wk->accepted,
+                      (uint64_t)now.tv_sec * 1000000 +
+                          (uint64_t)now.tv_nsec / 1000);
 }
 
 /* ---- set-up ---- */
@@ -542,6 +549,9 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         log_error("worker start failed: route table too small");
         exit(2);
     }
+    if (metrics_hook_attach(&wk->metrics, &wk->conns.hooks, &wk->router, cfg) <
+        0)
+        worker_fail("adding the metrics hook");
 
     if (nlisten > WORKER_MAX_LISTENERS)
         nlisten = WORKER_MAX_LISTENERS;
@@ -567,6 +577,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     conn_ctx_fini(&wk->conns);
     pg_free(&wk->pg);
     api_fini(&wk->api);
+    metrics_hook_fini(&wk->metrics);
     log_flush();
     log_detach_loop();
     loop_free(&wk->loop);

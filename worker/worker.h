@@ -41,6 +41,7 @@
 #include "config.h"
 #include "conn.h"
 #include "loop.h"
+#include "metrics_hook.h"
 #include "router.h"
 
 #define WORKER_MAX_LISTENERS 8
@@ -64,7 +65,8 @@ struct worker {
     struct router router;
     struct conn_ctx conns;
     struct api api;
-    struct pg *pg; /* NULL when no database_url is configured */
+    struct pg *pg;               /* NULL when no database_url is configured */
+    struct metrics_hook metrics; /* this worker's metrics block */
 
     struct listener listeners[WORKER_MAX_LISTENERS];
     unsigned nlisteners;

@@ -390,6 +390,8 @@ class Apiary:
             "pidfile": str(self.pidfile),
             "error_log": str(self.error_log),
             "access_log": str(self.access_log),
+            # its own metrics segment, never a developer's `make run` one
+            "name": "test-%d" % self.port,
         }
         cfg.update(self.config)
         cfg["listen"] = str(cfg["listen"]).replace("{port}", str(self.port))
