@@ -79,7 +79,10 @@ metrics_shm_name(const char *name, char *buf, size_t cap)
 {
     int n;
 
-    if (name == NULL || name[0] == '\0' || strlen(name) >= METRICS_NAME_MAX)
+    if (name == NULL || name[0] == '\0' || name[0] == '.' ||
+        strlen(name) >= METRICS_NAME_MAX ||
+        strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                     "0123456789_.-") != strlen(name))
         return -1;
     n = snprintf(buf, cap, "/apiary-%s-metrics", name);
     return n > 0 && (size_t)n < cap ? 0 : -1;

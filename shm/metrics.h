@@ -221,7 +221,8 @@ struct metrics {
     ino_t ino;
 };
 
-/* "/apiary-<name>-metrics" into buf; -1 if name is empty or too long. */
+/* "/apiary-<name>-metrics" into buf; -1 unless name is 1..31 characters
+ * of [A-Za-z0-9_.-] not starting with '.' (what config key name takes). */
 int metrics_shm_name(const char *name, char *buf, size_t cap);
 
 /*
