@@ -5,6 +5,7 @@
 #   make test       deps + build + unit tests + fuzz corpus replay + integration
 #   make sanitize   the same tests against an ASan+UBSan build (build-san/)
 #   make fuzz       libFuzzer targets, each run for FUZZ_SECONDS
+#   make nometrics  build-nometrics/apiaryd: request recording compiled out
 #   make lint       clang-format check, cppcheck, clang-tidy
 #   make install    PREFIX=/usr/local DESTDIR=
 #
@@ -41,7 +42,7 @@ REPLAY_BIN := $(FUZZ_NAMES:%=$(BUILD)/tests/replay_%)
 STAT_BIN := $(if $(wildcard shm/apiarystat.c),$(BUILD)/apiarystat)
 
 .PHONY: all run test unit replay integration sanitize fuzz lint format \
-        install clean deps
+        install clean deps nometrics
 all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor
 
 $(BUILD)/.flags: FORCE
@@ -78,6 +79,11 @@ $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libapi
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes $(LDFLAGS_ALL) -o $@ \
 	    tests/fuzz/replay.c $< $(BUILD)/libapiary.a $(LIBS)
+
+# apiaryd with request recording compiled out (scripts/bench-metrics).
+nometrics:
+	@$(MAKE) --no-print-directory BUILD=build-nometrics \
+	    EXTRA_CFLAGS=-DAPIARY_NO_METRICS build-nometrics/apiaryd
 
 deps:
 	@scripts/deps.sh build test
@@ -126,7 +132,8 @@ run: deps
 	@scripts/pg.sh start
 	@$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" migrate
 	@scripts/pg.sh psql -q -f scripts/seed.sql
-	$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" -o listen=8080
+	$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" -o listen=8080 \
+	    -o status_page=on
 
 CLANG_FORMAT ?= clang-format
 C_FILES = $(wildcard server/*.[ch] worker/*.[ch] shm/*.[ch] tests/unit/*.c tests/fuzz/*.c scripts/*.c)
@@ -154,6 +161,6 @@ install: all
 	install -m 0644 sql/*.sql $(DESTDIR)$(PREFIX)/share/apiary/sql/
 
 clean:
-	rm -rf build build-san build-fuzz
+	rm -rf build build-san build-fuzz build-nometrics
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -2,7 +2,8 @@
 # deps.sh [GROUP...] - install the Debian 12 packages apiary needs.
 #
 #   build  compiler, libraries and headers (the default)
-#   test   build + PostgreSQL 15, pytest, requests, psycopg, procps, curl
+#   test   build + PostgreSQL 15, pytest, requests, psycopg, procps, curl,
+#          prometheus (promtool), chromium (status page test)
 #   fuzz   clang with libFuzzer
 #   bench  wrk, nginx (nginx-light if apt knows it), curl, procps
 #   lint   clang-format, cppcheck, clang-tidy
@@ -43,6 +44,9 @@ group() {
         group build
         add postgresql-15 python3-pytest python3-requests python3-psycopg \
             procps curl
+        # metrics tests (issue 8): promtool checks GET /metrics, a headless
+        # chromium renders the status page; setpriv (util-linux) is essential
+        add prometheus chromium
         ;;
     fuzz) add clang libclang-rt-14-dev ;;
     # "@nginx" is resolved below: any installed nginx flavour satisfies it.
