@@ -347,8 +347,7 @@ live_frame(const struct metrics_snap *s, const struct metrics_snap *old,
                    (unsigned long long)f[i].value,
                    (double)(f[i].value - o) / dt);
         else
-            printf("%-44s %16llu\n", f[i].name,
-                   (unsigned long long)f[i].value);
+            printf("%-44s %16llu\n", f[i].name, (unsigned long long)f[i].value);
     }
     print_workers(s, old, dt);
     fflush(stdout);

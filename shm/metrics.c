@@ -643,6 +643,7 @@ take(const char *base, const struct metrics_header *h, struct metrics_snap *s)
     s->workers_folded = ld(&mb->workers_folded);
     s->master_log_dropped = ld(&mb->log_dropped);
     add_counters(&s->t, &mb->folded);
+    s->t.log_dropped += s->master_log_dropped; /* the master's too */
     for (unsigned i = 0; i < h->nblocks; i++) {
         const struct metrics_block *b = &blocks[i];
         struct metrics_row *row;

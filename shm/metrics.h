@@ -90,7 +90,7 @@ enum {
     X(db_reconnects, "apiary_db_reconnects_total",                             \
       "Database connections made again after the first")                       \
     X(log_dropped, "apiary_log_dropped_lines_total",                           \
-      "Log lines dropped because the log buffer was full")                     \
+      "Log lines dropped because a log buffer was full (all processes)")       \
     X(cache_hits, "apiary_cache_hits_total", "Cache lookups that hit")         \
     X(cache_misses, "apiary_cache_misses_total", "Cache lookups that missed")  \
     X(cache_inserts, "apiary_cache_inserts_total", "Cache entries inserted")   \

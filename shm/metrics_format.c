@@ -157,9 +157,7 @@ metrics_format_prometheus(const struct metrics_snap *s, struct metrics_out *o)
                                (unsigned long long)t->requests[r][k]);
         }
 
-#define METRICS_FIELD(f, p, h)                                                 \
-    one(o, p, "counter", h,                                                    \
-        t->f + (strcmp(#f, "log_dropped") == 0 ? s->master_log_dropped : 0));
+#define METRICS_FIELD(f, p, h) one(o, p, "counter", h, t->f);
     METRICS_COUNTERS(METRICS_FIELD)
 #undef METRICS_FIELD
 #define METRICS_FIELD(f, p, h) one(o, p, "gauge", h, t->f);

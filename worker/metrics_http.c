@@ -261,7 +261,7 @@ static const char status_html[] =
     "  set(\"workers-running\", d.workers_running + \" of \" + d.workers);\n"
     "  set(\"restarts\", num(d.worker_restarts)); set(\"reloads\", "
     "num(d.reloads));\n"
-    "  set(\"log-dropped\", num(c.log_dropped + c.master_log_dropped));\n"
+    "  set(\"log-dropped\", num(c.log_dropped));\n"
     "  var rows = \"\", nw = {};\n"
     "  d.worker_table.forEach(function (w) {\n"
     "    var k = w.block + \":\" + w.pid, o = prevW[k];\n"
