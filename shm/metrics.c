@@ -556,6 +556,8 @@ metrics_reader_stale(const struct metrics_reader *r)
             &((struct metrics_header *)(uintptr_t)h)->master_pid,
             memory_order_relaxed) == 0)
         return true;
+    if (h->generation != r->generation)
+        return true;
     fd = shm_open(r->shm_name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0)
         return errno == ENOENT; /* EACCES: the same segment, re-chmodded */
