@@ -609,7 +609,9 @@ copy_name(char *dst, size_t cap, const char *src, size_t src_cap)
         n = cap - 1;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)src[i];
-        dst[i] = ch >= 0x20 && ch < 0x7f ? src[i] : '?';
+        dst[i] = src[i];
+        if (ch < 0x20 || ch >= 0x7f)
+            dst[i] = '?'; /* printable ASCII only: it ends up in labels */
     }
     dst[n] = '\0';
 }
