@@ -275,7 +275,11 @@ void metrics_worker_pid(struct metrics *m, int block, pid_t pid);
 void metrics_worker_gone(struct metrics *m, pid_t pid, unsigned slot,
                          uint32_t generation, int block);
 
-/* Master: one more worker respawned after dying / one more reload. */
+/*
+ * Master: one more worker respawned after dying (reap) / one more
+ * successful reload (for the reload work: call it once the new
+ * generation is serving).
+ */
 void metrics_count_restart(struct metrics *m);
 void metrics_count_reload(struct metrics *m);
 
@@ -399,8 +403,14 @@ struct metrics_out {
     bool failed; /* out of memory: output truncated */
 };
 
+/* Empties o, keeping its memory for the next use. */
 void metrics_out_reset(struct metrics_out *o);
+/* Frees o's memory; o is empty and reusable afterwards. */
 void metrics_out_free(struct metrics_out *o);
+/*
+ * Appends formatted text, growing the buffer (malloc'd, owned by o).  On
+ * out of memory it sets o->failed and appends nothing more until reset.
+ */
 void metrics_out_printf(struct metrics_out *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
