@@ -92,7 +92,7 @@ def run(args, lt):
         cluster = bd.Cluster()
         lt.progress_line("loadtest targets: starting PostgreSQL, migrating, seeding")
         bd.setup_db(b, cluster)
-        p_ap, p_floor, p_nginx, p_conn = free_ports(4)
+        p_ap, p_floor, p_nginx = free_ports(3)
         ap = bd.Apiaryd("apiaryd", b.apiaryd, args.workers, "targets", b, tmp,
                         cluster.url, p_ap)
         aps.append(ap)
@@ -149,21 +149,25 @@ def run(args, lt):
         # Idle connections: a second apiaryd with room for them.
         conn_counts = [2000] if quick else [10000, 50000]
         rec["connections_runs"] = []
-        most = max(conn_counts)
-        conn_workers = max(args.workers, -(-most // 18000))
-        b.set = [f"max_connections={-(-most // conn_workers) + 2000}",
-                 "keepalive_timeout_ms=600000"]
-        ap2 = bd.Apiaryd("apiaryd", b.apiaryd, conn_workers, "connections", b, tmp,
-                         cluster.url, p_conn)
-        aps.append(ap2)
-        ap2.start(cluster)
+        # A fresh apiaryd per count (a heap grown by the larger count would
+        # hide the smaller one's growth), with workers enough for the count
+        # (each may hold 20,000 descriptors here).
         for n in conn_counts:
+            conn_workers = max(args.workers, -(-n // 18000))
+            b.set = [f"max_connections={-(-n // conn_workers) + 2000}",
+                     "keepalive_timeout_ms=600000", "backlog=4096"]
+            p_conn = free_ports(1)[0]
+            ap2 = bd.Apiaryd("apiaryd", b.apiaryd, conn_workers, f"connections-{n}", b,
+                             tmp, cluster.url, p_conn)
+            aps.append(ap2)
+            ap2.start(cluster)
             args.idle, args.port, args.pid = n, p_conn, ap2.server.proc.pid
             args.duration, args.rate = dur, 1000.0
             c = lt.cmd_connections(args, lt.Target(p_conn, ap2.server.proc.pid), quiet=True)
             rec["connections_runs"].append(c)
             for line in c["lines"]:
                 print(line)
+            ap2.server.stop()
         args.duration = dur
     finally:
         lt.kill_child()
