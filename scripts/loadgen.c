@@ -219,9 +219,10 @@ parse_spec(const char *s, struct spec *sp)
     memcpy(sp->path, s, plen);
     sp->path[plen] = '\0';
     if (sp2) {
-        if (strlen(sp2 + 1) >= sizeof sp->body)
+        size_t blen = strlen(sp2 + 1);
+        if (blen >= sizeof sp->body)
             return -1;
-        strcpy(sp->body, sp2 + 1);
+        memcpy(sp->body, sp2 + 1, blen + 1);
         sp->has_body = 1;
     }
     sp->weight = (unsigned)w;
@@ -846,6 +847,10 @@ parse_args(int argc, char **argv)
     }
     if (opt.idle)
         opt.conns = opt.idle;
+    if (opt.conns == 0) {
+        fprintf(stderr, "loadgen: no connections\n");
+        exit(2);
+    }
     if (opt.nspecs == 0) {
         parse_spec("1 GET /health", &opt.specs[0]);
         opt.nspecs = 1;
@@ -880,6 +885,9 @@ main(int argc, char **argv)
 
     lg_hist_init(&st.latency);
     lg_hist_init(&st.service);
+    const unsigned nconn = opt.conns;
+    if (nconn == 0) /* parse_args refused it; for the analyzer */
+        return 2;
     conns = calloc(opt.conns, sizeof *conns);
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (!conns || ep < 0) {
@@ -949,7 +957,7 @@ main(int argc, char **argv)
                 }
             if (opt.rate > 0) {
                 while (scan < total_due && due_of(scan) <= now) {
-                    rate_kick(&conns[scan % opt.conns], now);
+                    rate_kick(&conns[scan % nconn], now);
                     scan++;
                 }
             }

@@ -16,7 +16,7 @@ _Static_assert(LG_HIST_MAX_NS < (1ull << 36), "60 s fits in 36 bits");
 static unsigned
 lg_index(uint64_t v)
 {
-    if (v < 2 * LG_HIST_SUB)
+    if (v < (uint64_t)2 * LG_HIST_SUB)
         return (unsigned)v;
     unsigned m = 63u - (unsigned)__builtin_clzll(v);
     unsigned s = m - LG_HIST_SUB_BITS;
