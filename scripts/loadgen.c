@@ -942,8 +942,9 @@ main(int argc, char **argv)
                 (ready_printed && opt.duration_s > 0 && now >= t_end))
                 break;
         } else {
-            /* (Re)open connections that are down, while the run lasts. */
-            if (now < t_end && !stop_flag)
+            /* (Re)open connections that are down while the run lasts, and
+             * in rate mode while requests due before the end are owed. */
+            if ((now < t_end || opt.rate > 0) && !stop_flag)
                 for (unsigned i = 0; i < opt.conns; i++) {
                     struct conn *c = &conns[i];
                     if (c->state != C_DOWN || now < c->retry_ns)

@@ -16,6 +16,7 @@ What is asserted is what the tools report:
 """
 import json
 import os
+import re
 import selectors
 import socket
 import subprocess
@@ -50,6 +51,7 @@ class StallServer(threading.Thread):
         self.stall_at = stall_at
         self.count = 0
         self.stalled = False
+        self.heads = []  # the first 1,000 request heads, as received
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -87,7 +89,14 @@ class StallServer(threading.Thread):
                     continue
                 buf = buffers[c] + data
                 while b"\r\n\r\n" in buf:
-                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    head, rest = buf.split(b"\r\n\r\n", 1)
+                    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    body_len = int(m.group(1)) if m else 0
+                    if len(rest) < body_len:
+                        break  # the body is still on its way
+                    buf = rest[body_len:]
+                    if len(self.heads) < 1000:
+                        self.heads.append(head)
                     self.count += 1
                     if self.count == self.stall_at and not self.stalled:
                         self.stalled = True
@@ -264,3 +273,33 @@ def test_connections_mode_small(apiary, tmp_path):
     s = rec["stream"]
     assert s["requests"] == 200 and s["errors"]["total"] == 0
     assert "per idle connection" in p.stdout
+
+
+def test_writes_carry_the_token_reads_do_not(stall_server):
+    s = stall_server(stall_at=0)
+    loadgen("-p", s.port, "-c", 2, "-R", 200, "-d", 1, "-A", "tok123",
+            "-q", "1 GET /health", "-q", '1 POST /users {"n":{seq}}')
+    heads = [h.decode() for h in s.heads]
+    posts = [h for h in heads if h.startswith("POST /users ")]
+    gets = [h for h in heads if h.startswith("GET /health ")]
+    assert posts and gets and len(posts) + len(gets) == len(heads)
+    assert all("\r\nAuthorization: Bearer tok123" in h for h in posts)
+    assert all("Authorization" not in h for h in gets)
+    assert all("\r\nContent-Type: application/json" in h for h in posts)
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/wrk"), reason="wrk not installed")
+def test_wrk_scripts_carry_the_token_on_writes(stall_server):
+    s = stall_server(stall_at=0)
+    env = dict(os.environ, APIARY_TOKEN="tok456")
+    p = subprocess.run(
+        ["wrk", "-t1", "-c1", "-d1s", "-s", str(ROOT / "scripts/loadtest-lua/mixed.lua"),
+         "http://127.0.0.1:%d" % s.port, "--", "10", "t"],
+        capture_output=True, text=True, env=env, timeout=scaled(30))
+    assert p.returncode == 0, p.stderr
+    heads = [h.decode() for h in s.heads]
+    posts = [h for h in heads if h.startswith("POST /users ")]
+    gets = [h for h in heads if h.startswith("GET /users/")]
+    assert posts and gets and len(posts) + len(gets) == len(heads)
+    assert all("\r\nAuthorization: Bearer tok456" in h for h in posts)
+    assert all("Authorization" not in h for h in gets)
