@@ -14,7 +14,10 @@
  * shows as the hundred milliseconds every request due during it waited,
  * which is what the users of a real service would see (wrk2's scheme). The
  * time from the actual send is kept too ("service"), as closed-loop tools
- * report it. With -R 0 loadgen is closed-loop itself (for comparison).
+ * report it, and loadgen's own lateness ("send_lag": from when a request
+ * was due and its connection free to when it was sent), which tells a
+ * generator starved of CPU from a slow server. With -R 0 loadgen is closed-loop
+ * itself (for comparison).
  *
  * One thread, one epoll loop, non-blocking keep-alive connections, one
  * request in flight per connection, responses framed by Content-Length (no
@@ -96,6 +99,7 @@ struct conn {
     int64_t due_ns;   /* the request in flight: due time */
     int64_t sent_ns;  /* and actual send time */
     int64_t retry_ns; /* down: not reopened before this */
+    int64_t ready_ns; /* when it last became free to send */
     int opened;       /* opened at least once (a reopen is a reconnect) */
     int want_out;     /* EPOLLOUT registered */
     char out[LG_OUT_MAX];
@@ -127,6 +131,7 @@ static struct {
 static struct {
     struct lg_hist latency; /* from the due time */
     struct lg_hist service; /* from the actual send */
+    struct lg_hist lag;     /* our own: send time - max(due, conn free) */
     uint64_t sent, done, status[6], errors[E_COUNT], reconnects;
     uint64_t codes[600];
     uint64_t behind_max; /* most requests a connection was behind */
@@ -456,6 +461,11 @@ rate_kick(struct conn *c, int64_t now)
     if (behind > st.behind_max)
         st.behind_max = behind;
     c->next_k++;
+    /* The part of the wait that is ours: after the request was due and
+     * the connection free. A loaded generator shows here, not the
+     * server. */
+    int64_t from = due > c->ready_ns ? due : c->ready_ns;
+    lg_hist_record(&st.lag, (uint64_t)(now > from ? now - from : 0));
     send_request(c, due);
 }
 
@@ -582,6 +592,7 @@ on_readable(struct conn *c, int64_t now)
         return;
     }
     c->state = C_READY;
+    c->ready_ns = now;
     if (opt.idle) {
         st.idle_open++;
         idle_pending--;
@@ -606,6 +617,7 @@ on_event(struct conn *c, uint32_t events, int64_t now)
         epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
         c->want_out = 0;
         c->state = C_READY;
+        c->ready_ns = now;
         if (opt.idle)
             send_request(c, 0); /* the one request of an idle connection */
         else
@@ -685,6 +697,8 @@ report(int64_t end)
     json_hist("latency_us", &st.latency);
     printf(",");
     json_hist("service_us", &st.service);
+    printf(",");
+    json_hist("send_lag_us", &st.lag);
     /* The percentile curve for the plot: q = 1 - 10^(-k/4), then max. */
     printf(",\"percentiles\":[");
     for (int k = 0; k <= 20; k++) {
@@ -885,6 +899,7 @@ main(int argc, char **argv)
 
     lg_hist_init(&st.latency);
     lg_hist_init(&st.service);
+    lg_hist_init(&st.lag);
     const unsigned nconn = opt.conns;
     if (nconn == 0) /* parse_args refused it; for the analyzer */
         return 2;

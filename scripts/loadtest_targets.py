@@ -320,8 +320,10 @@ def table(rec):
     for name, what, tgt in (("health", "/health", 1000), ("hit", "cache hits", 1000),
                             ("miss", "cache misses", 2000)):
         rn = f"rate_{name}"
+        lag = median([r[rn].get("send_lag_us", {}).get("p99") for r in R])
         add(f"p99 at 70% of max rate, {what}",
-            f"loadgen {med(rn):,.0f} req/s, from intended send",
+            f"loadgen {med(rn):,.0f} req/s; its own lag p99 "
+            + (f"{lag:,.0f}us" if lag is not None else "-"),
             p99(rn), tgt, at_most=True, unit="us", bad=errs(rn))
     busy = [r["health"].get("pss_busy_kb") for r in R]
     busy = [p for p in busy if p]
