@@ -55,6 +55,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -67,6 +68,7 @@
 #define LG_EVENTS 512
 #define LG_CONNECTS_IN_FLIGHT 512 /* idle mode: pacing of connect() */
 #define LG_NS 1000000000ll
+#define LG_MAX_JOBS 16
 
 enum lg_err {
     E_CONNECT,
@@ -117,6 +119,7 @@ static struct {
     double duration_s;
     double timeout_s;
     unsigned idle;
+    unsigned jobs;
     int progress;
     const char *tag;
     const char *auth;
@@ -125,8 +128,14 @@ static struct {
     struct spec specs[LG_MAX_SPECS];
     unsigned nspecs, wsum;
     uint64_t seed;
-} opt = {"127.0.0.1", 8080, NULL,   16, 1000.0, 5.0, 10.0, 0, 0,
-         "lg",        NULL, {NULL}, 0,  {{0}},  0,   0,    0};
+} opt = {.addr = "127.0.0.1",
+         .port = 8080,
+         .conns = 16,
+         .rate = 1000.0,
+         .duration_s = 5.0,
+         .timeout_s = 10.0,
+         .jobs = 1,
+         .tag = "lg"};
 
 static struct {
     struct lg_hist latency; /* from the due time */
@@ -176,31 +185,35 @@ static void
 usage(FILE *f)
 {
     fprintf(
-        f, "usage: loadgen [options]\n"
-           "  -a ADDR     server address (127.0.0.1; loopback only)\n"
-           "  -p PORT     server port (8080)\n"
-           "  -c N        connections (16)\n"
-           "  -R RATE     requests/s over all connections, constant (1000);\n"
-           "              0: closed loop, each connection as fast as answered\n"
-           "  -d SECONDS  duration (5; idle mode: hold time, 0 = until "
-           "SIGTERM)\n"
-           "  -T SECONDS  request timeout (10)\n"
-           "  -q SPEC     request kind 'WEIGHT METHOD PATH [BODY]' "
-           "(repeatable;\n"
-           "              default '1 GET /health'). PATH and BODY may hold\n"
-           "              {rand:LO:HI} (uniform integer), {seq} (counter),\n"
-           "              {tag} (-t)\n"
-           "  -t TAG      text for {tag} (lg)\n"
-           "  -A TOKEN    'Authorization: Bearer TOKEN' on non-GET requests\n"
-           "  -H LINE     extra header line on every request (repeatable)\n"
-           "  -s SEED     random seed (from the clock)\n"
-           "  -I N        idle mode: open and hold N idle keep-alive "
-           "connections\n"
-           "  -B ADDR     source address to bind (idle mode: 127.0.0.x)\n"
-           "  -P          progress line on stderr every second\n"
-           "Output: JSON on stdout: requests, rps, latency_us {p50 p90 p99\n"
-           "p999 max mean} from the due time, service_us (from the send),\n"
-           "percentiles [[q, us]...], status, codes, errors by kind.\n");
+        f,
+        "usage: loadgen [options]\n"
+        "  -a ADDR     server address (127.0.0.1; loopback only)\n"
+        "  -p PORT     server port (8080)\n"
+        "  -c N        connections (16)\n"
+        "  -R RATE     requests/s over all connections, constant (1000);\n"
+        "              0: closed loop, each connection as fast as answered\n"
+        "  -d SECONDS  duration (5; idle mode: hold time, 0 = until "
+        "SIGTERM)\n"
+        "  -T SECONDS  request timeout (10)\n"
+        "  -q SPEC     request kind 'WEIGHT METHOD PATH [BODY]' "
+        "(repeatable;\n"
+        "              default '1 GET /health'). PATH and BODY may hold\n"
+        "              {rand:LO:HI} (uniform integer), {seq} (counter),\n"
+        "              {tag} (-t)\n"
+        "  -t TAG      text for {tag} (lg)\n"
+        "  -A TOKEN    'Authorization: Bearer TOKEN' on non-GET requests\n"
+        "  -H LINE     extra header line on every request (repeatable)\n"
+        "  -s SEED     random seed (from the clock)\n"
+        "  -I N        idle mode: open and hold N idle keep-alive "
+        "connections\n"
+        "  -B ADDR     source address to bind (idle mode: 127.0.0.x)\n"
+        "  -j N        N processes (up to %d), each with 1/N of the\n"
+        "              connections and of the rate, schedules interleaved\n"
+        "  -P          progress line on stderr every second\n"
+        "Output: JSON on stdout: requests, rps, latency_us {p50 p90 p99\n"
+        "p999 max mean} from the due time, service_us (from the send),\n"
+        "percentiles [[q, us]...], status, codes, errors by kind.\n",
+        LG_MAX_JOBS);
 }
 
 static int
@@ -780,7 +793,7 @@ static void
 parse_args(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "a:p:c:R:d:T:q:t:A:H:s:I:B:Ph")) != -1) {
+    while ((ch = getopt(argc, argv, "a:p:c:R:d:T:q:t:A:H:s:I:B:j:Ph")) != -1) {
         switch (ch) {
         case 'a':
             opt.addr = optarg;
@@ -833,6 +846,9 @@ parse_args(int argc, char **argv)
         case 'B':
             opt.bind_addr = optarg;
             break;
+        case 'j':
+            opt.jobs = (unsigned)strtoul(optarg, NULL, 10);
+            break;
         case 'P':
             opt.progress = 1;
             break;
@@ -859,6 +875,12 @@ parse_args(int argc, char **argv)
         fprintf(stderr, "loadgen: bad port, rate, duration, timeout or -c\n");
         exit(2);
     }
+    if (opt.jobs < 1 || opt.jobs > LG_MAX_JOBS ||
+        (opt.jobs > 1 && (opt.idle || opt.conns < opt.jobs))) {
+        fprintf(stderr, "loadgen: -j 1..%d, not with -I, at most -c\n",
+                LG_MAX_JOBS);
+        exit(2);
+    }
     if (opt.idle)
         opt.conns = opt.idle;
     if (opt.conns == 0) {
@@ -870,6 +892,109 @@ parse_args(int argc, char **argv)
         opt.nspecs = 1;
         opt.wsum = 1;
     }
+}
+
+/* Adds a job's counters to st. */
+static void
+merge_stats(const void *buf)
+{
+    const __typeof__(st) *o = buf;
+    lg_hist_merge(&st.latency, &o->latency);
+    lg_hist_merge(&st.service, &o->service);
+    lg_hist_merge(&st.lag, &o->lag);
+    st.sent += o->sent;
+    st.done += o->done;
+    st.reconnects += o->reconnects;
+    for (int k = 0; k < 6; k++)
+        st.status[k] += o->status[k];
+    for (int k = 0; k < E_COUNT; k++)
+        st.errors[k] += o->errors[k];
+    for (int k = 0; k < 600; k++)
+        st.codes[k] += o->codes[k];
+    if (o->behind_max > st.behind_max)
+        st.behind_max = o->behind_max;
+}
+
+/*
+ * -j N: forks N jobs. Job j gets 1/N of the connections and of the rate,
+ * and its schedule starts j / RATE after the common start, so together
+ * they keep the one schedule (request k * N + j is job j's k-th). Each job
+ * writes its counters (st) to a pipe when done; the parent merges and
+ * reports them. Returns -1 in a job (which then runs the load), else the
+ * parent's exit status once it has reported. *start: the common start.
+ */
+static int
+run_jobs(int64_t *start, int *out_fd)
+{
+    int fds[LG_MAX_JOBS];
+    pid_t pids[LG_MAX_JOBS];
+    unsigned all_conns = opt.conns, n = opt.jobs;
+    double all_rate = opt.rate;
+    uint64_t all_due = (uint64_t)(opt.duration_s * all_rate);
+    for (unsigned j = 0; j < n; j++) {
+        int p[2];
+        if (pipe(p) < 0) {
+            perror("loadgen: pipe");
+            exit(2);
+        }
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("loadgen: fork");
+            exit(2);
+        }
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            for (unsigned i = 0; i < j; i++)
+                close(fds[i]);
+            close(p[0]);
+            *out_fd = p[1];
+            opt.conns = all_conns / n + (j < all_conns % n);
+            opt.progress = opt.progress && j == 0;
+            rng_state ^= (uint64_t)(j + 1) * 0x9e3779b97f4a7c15ull;
+            if (all_rate > 0) {
+                opt.rate = all_rate / n;
+                *start += (int64_t)((double)j * 1e9 / all_rate);
+                total_due = all_due > j ? (all_due - j + n - 1) / n : 0;
+            }
+            return -1;
+        }
+        close(p[1]);
+        fds[j] = p[0];
+        pids[j] = pid;
+    }
+    int failed = 0;
+    for (unsigned j = 0; j < n; j++) {
+        static __typeof__(st) buf;
+        size_t got = 0;
+        while (got < sizeof buf) {
+            ssize_t r = read(fds[j], (char *)&buf + got, sizeof buf - got);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break;
+            got += (size_t)r;
+        }
+        close(fds[j]);
+        int status = 0;
+        while (waitpid(pids[j], &status, 0) < 0 && errno == EINTR)
+            ;
+        if (got != sizeof buf || !WIFEXITED(status) ||
+            WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "loadgen: job %u failed\n", j);
+            failed = 1;
+            continue;
+        }
+        merge_stats(&buf);
+    }
+    if (failed)
+        return 2;
+    opt.conns = all_conns;
+    total_due = all_due;
+    t0 = *start;
+    t_end = t0 + (int64_t)(opt.duration_s * 1e9);
+    int64_t end = now_ns();
+    report(end < t_end ? end : t_end);
+    return 0;
 }
 
 int
@@ -895,11 +1020,19 @@ main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    prctl(PR_SET_TIMERSLACK, 1UL); /* wake up on the schedule, not 50 us late */
-
+    /* 10 ms ahead, so that -j's jobs are all forked when it comes. */
+    int64_t start = now_ns() + (opt.jobs > 1 ? LG_NS / 100 : 0);
     lg_hist_init(&st.latency);
     lg_hist_init(&st.service);
     lg_hist_init(&st.lag);
+    int out_fd = -1;
+    if (opt.jobs > 1) {
+        int rc = run_jobs(&start, &out_fd);
+        if (rc >= 0)
+            return rc;
+    }
+    prctl(PR_SET_TIMERSLACK, 1UL); /* wake up on the schedule, not 50 us late */
+
     const unsigned nconn = opt.conns;
     if (nconn == 0) /* parse_args refused it; for the analyzer */
         return 2;
@@ -912,9 +1045,9 @@ main(int argc, char **argv)
     for (unsigned i = 0; i < opt.conns; i++)
         conns[i].fd = -1;
 
-    t0 = now_ns();
+    t0 = start;
     t_end = t0 + (int64_t)(opt.duration_s * 1e9);
-    if (opt.rate > 0)
+    if (opt.rate > 0 && opt.jobs == 1)
         total_due = (uint64_t)(opt.duration_s * opt.rate);
     int64_t drain_end = t_end + (int64_t)(opt.timeout_s * 1e9);
     int64_t next_progress = t0 + LG_NS, next_timeouts = t0 + LG_NS / 10;
@@ -1027,6 +1160,18 @@ main(int argc, char **argv)
         }
         if (end > t_end)
             end = t_end; /* rates are per second of the schedule */
+    }
+    if (out_fd >= 0) { /* a job of -j: the parent reports */
+        size_t off = 0;
+        while (off < sizeof st) {
+            ssize_t w = write(out_fd, (const char *)&st + off, sizeof st - off);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0)
+                return 2;
+            off += (size_t)w;
+        }
+        return 0;
     }
     report(end);
     for (unsigned i = 0; i < opt.conns; i++) {

@@ -20,8 +20,8 @@
 #include <stdint.h>
 
 #define LG_HIST_SUB_BITS 6
-#define LG_HIST_SUB (1u << LG_HIST_SUB_BITS)   /* buckets per power of two */
-#define LG_HIST_MAX_NS 60000000000ull          /* 60 s */
+#define LG_HIST_SUB (1u << LG_HIST_SUB_BITS) /* buckets per power of two */
+#define LG_HIST_MAX_NS 60000000000ull        /* 60 s */
 #define LG_HIST_BUCKETS ((36u - LG_HIST_SUB_BITS + 1u) * LG_HIST_SUB)
 
 struct lg_hist {

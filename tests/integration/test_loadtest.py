@@ -167,7 +167,13 @@ def test_loadgen_counts_statuses_and_refuses_bad_input(apiary):
     assert set(r["codes"]) == {"200", "404"}, r["codes"]
     assert r["codes"]["200"] + r["codes"]["404"] == 200
     assert r["status"]["4xx"] == r["codes"]["404"]
-    for bad in (["-a", "10.0.0.1"], ["-q", "GET /health"], ["-c", "0"]):
+    # Two processes keep the one schedule between them.
+    r = loadgen("-p", srv.port, "-c", 3, "-R", 301, "-d", 1, "-j", 2)
+    assert r["requests"] == r["due"] == r["sent"] == 301, r
+    assert r["codes"] == {"200": 301} and r["errors"]["total"] == 0
+    assert 0 < r["latency_us"]["min"] <= r["latency_us"]["p50"]
+    for bad in (["-a", "10.0.0.1"], ["-q", "GET /health"], ["-c", "0"],
+                ["-j", "3", "-c", "2"], ["-j", "2", "-I", "4"]):
         p = subprocess.run([str(LOADGEN), "-p", str(srv.port)] + bad,
                            capture_output=True, text=True, timeout=scaled(10))
         assert p.returncode == 2, (bad, p.stdout)
