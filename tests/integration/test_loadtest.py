@@ -309,3 +309,42 @@ def test_wrk_scripts_carry_the_token_on_writes(stall_server):
     assert posts and gets and len(posts) + len(gets) == len(heads)
     assert all("\r\nAuthorization: Bearer tok456" in h for h in posts)
     assert all("Authorization" not in h for h in gets)
+
+
+FAKE_APIARYSTAT = """#!/usr/bin/python3
+# A stand-in for issue 8's `apiarystat -j`: every call reports 1,000 more
+# requests, 900 cache hits, 100 misses, and 985 requests of 50 us plus 15 of
+# 20 ms in a per-bucket latency histogram; generation 7.
+import json, os, sys
+assert sys.argv[1:] == ["-j"], sys.argv
+state = os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls")
+n = int(open(state).read()) + 1 if os.path.exists(state) else 1
+open(state, "w").write(str(n))
+print(json.dumps({"generation": 7, "totals": {
+    "requests": 1000 * n, "cache_hits": 900 * n, "cache_misses": 100 * n,
+    "db_queries": 100 * n, "db_pipeline_depth_max": 12,
+    "latency_histogram": [[50, 985 * n], [100, 0], [20000, 15 * n]]}}))
+"""
+
+
+def test_server_view_from_apiarystat(apiary, tmp_path):
+    """The seam to issue 8: the server's own view is the difference of two
+    `apiarystat -j` readings taken around each phase."""
+    fake = tmp_path / "bin" / "apiarystat"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_APIARYSTAT)
+    fake.chmod(0o755)
+    srv = apiary(workers=1, access_log="off")
+    p = run_loadtest(["health", "--port", srv.port, "--duration", 1,
+                      "--connections", 2, "--threads", 1, "--mode", "rate",
+                      "--rate", 100, "--out", tmp_path / "out", "--json",
+                      "--apiarystat", fake])
+    view = last_json(p.stdout)["rate"]["server_view"]
+    assert view["available"] is True, view
+    assert view["requests"] == 1000 and view["db_queries"] == 100
+    assert view["cache_hits"] == 900 and view["cache_misses"] == 100
+    assert view["cache_hit_ratio"] == 0.9
+    assert view["pipeline_depth"] == 12
+    assert view["latency_us"] == {"p50": 50, "p99": 20000, "p999": 20000,
+                                  "max": 20000}
+    assert "cache hits 90.0%" in p.stdout
