@@ -378,6 +378,7 @@ conn_open(struct conn *c)
     }
     c->fd = fd;
     c->state = C_CONNECTING;
+    c->sent_ns = now_ns(); /* connect timeout from here */
     c->in_len = 0;
     return 0;
 }
@@ -651,6 +652,8 @@ check_timeouts(int64_t now)
         struct conn *c = &conns[i];
         if (c->state == C_BUSY && now - c->sent_ns > limit)
             fail(c, E_TIMEOUT);
+        else if (c->state == C_CONNECTING && now - c->sent_ns > limit)
+            fail(c, E_CONNECT); /* SYNs dropped: a full backlog */
     }
 }
 
