@@ -36,9 +36,13 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
 
 @pytest.fixture(scope="module", autouse=True)
 def built():
-    """build/loadgen, as `make all` builds it (make integration does not)."""
+    """build/loadgen, as `make all` builds it (make integration does not).
+    Not with the caller's make variables: under `make sanitize` they say
+    BUILD=build-san, and loadtest runs build/loadgen."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     subprocess.run(["make", "-s", "build/loadgen"], cwd=ROOT, check=True,
-                   timeout=scaled(120))
+                   timeout=scaled(120), env=env)
 
 
 class StallServer(threading.Thread):
