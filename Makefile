@@ -43,7 +43,7 @@ STAT_BIN := $(if $(wildcard shm/apiarystat.c),$(BUILD)/apiarystat)
 
 .PHONY: all run test unit replay integration sanitize fuzz lint format \
         install clean deps nometrics
-all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor
+all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor $(BUILD)/loadgen
 
 $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
@@ -68,6 +68,10 @@ $(BUILD)/apiarystat: $(BUILD)/shm/apiarystat.o $(BUILD)/libapiary.a
 # The floor of bench-health: a fixed-response epoll server.
 $(BUILD)/floor: $(BUILD)/scripts/floor.o
 	$(CC) $(LDFLAGS_ALL) -o $@ $^
+
+# The constant-rate load generator of scripts/loadtest.
+$(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/scripts/loadgen_hist.o
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ -lm
 
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libapiary.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)

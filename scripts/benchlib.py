@@ -11,11 +11,19 @@ their own directory:
   by pid (SIGTERM, then SIGKILL of whatever of its tree is left);
 - run_wrk / run_child: run the load generator as the one tracked child, so
   that an interrupted run can kill it (kill_child);
-- Report: lines printed and appended to a results file as they come.
+- Report: lines printed and appended to a results file as they come;
+- for scripts/loadtest: a running server found by its port (find_server),
+  its PSS from /proc/PID/smaps_rollup (pss_kb), the kernel's socket memory
+  (sockstat), wrk's latency distribution (parse_wrk_latency), a child run
+  with a progress callback (run_child_progress), and another script of
+  scripts/ loaded as a module (load_script: loadtest reuses bench-db's
+  PostgreSQL cluster and pgbench helpers that way).
 
 Nothing here knows a particular benchmark's servers, workloads or targets.
 """
 
+import importlib.machinery
+import importlib.util
 import os
 import re
 import resource
@@ -359,6 +367,184 @@ def parse_wrk(out):
         "status_errors": status_errors,
         "socket_errors": socket_errors,
     }
+
+
+def parse_wrk_latency(out):
+    """wrk --latency's distribution in us: {avg, max, p50, p75, p90, p99}
+    (keys missing from the output are left out)."""
+    lat = {}
+    m = re.search(
+        r"^\s*Latency\s+([\d.]+)(us|ms|s|m|h)\s+[\d.]+\w+\s+([\d.]+)(us|ms|s|m|h)",
+        out,
+        re.M,
+    )
+    if m:
+        lat["avg"] = float(m.group(1)) * UNIT_US[m.group(2)]
+        lat["max"] = float(m.group(3)) * UNIT_US[m.group(4)]
+    for pct, key in (("50", "p50"), ("75", "p75"), ("90", "p90"), ("99", "p99")):
+        m = re.search(rf"^\s*{pct}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)", out, re.M)
+        if m:
+            lat[key] = float(m.group(1)) * UNIT_US[m.group(2)]
+    return lat
+
+
+def run_child_progress(cmd, timeout_s, what, tick=None, env=None, stderr=True):
+    """run_child with tick(elapsed seconds) called about every second while
+    cmd runs (for a progress line). stderr=False leaves the child's stderr
+    on ours (loadgen -P draws its own progress line there). Returns (exit
+    status, stdout [+ stderr])."""
+    global CHILD
+    CHILD = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if stderr else None,
+        text=True,
+        env=env,
+    )
+    t0 = time.monotonic()
+    while True:
+        try:
+            out, _ = CHILD.communicate(timeout=1.0)
+            break
+        except subprocess.TimeoutExpired:
+            elapsed = time.monotonic() - t0
+            if elapsed > timeout_s:
+                kill_child()
+                raise BenchError(f"{what} did not finish within {timeout_s:.0f} s")
+            if tick:
+                tick(elapsed)
+    rc, CHILD = CHILD.returncode, None
+    return rc, out
+
+
+# --- a running server, memory -------------------------------------------------
+
+
+def listening_inodes(port):
+    """Inodes of the TCP sockets listening on port (any address)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            v = line.split()
+            if v[3] == "0A" and int(v[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(v[9])
+    return inodes
+
+
+def find_server(port):
+    """The pid of the process that listens on port and whose parent does
+    not (apiaryd's master, nginx's master, the floor's parent), or None
+    when no process we may inspect holds such a socket."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return None
+    holders = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{name}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:[") and link[8:-1] in inodes:
+                holders.add(int(name))
+                break
+    for pid in sorted(holders):
+        st = proc_stat(pid)
+        if st is not None and field(st, 4) not in holders:
+            return pid
+    return None
+
+
+PSS_FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
+
+
+def pss_kb(pids):
+    """Sums of /proc/PID/smaps_rollup over pids, in kB: Rss, Pss and its
+    Anon / File / Shmem parts, plus "Pss_no_shmem" (Pss without shared
+    memory segments: SPEC 11 excludes them). Processes gone are skipped;
+    "procs" counts those read."""
+    tot = {k: 0 for k in PSS_FIELDS}
+    tot["procs"] = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                text = f.read()
+        except OSError:
+            continue
+        tot["procs"] += 1
+        for line in text.splitlines():
+            k, _, rest = line.partition(":")
+            if k in tot and k != "procs":
+                tot[k] += int(rest.split()[0])
+    tot["Pss_no_shmem"] = tot["Pss"] - tot["Pss_Shmem"]
+    return tot
+
+
+def sockstat():
+    """/proc/net/sockstat as {"TCP": {"inuse": n, "mem": pages, ...}, ...}
+    plus "page_size" (TCP mem counts pages)."""
+    out = {"page_size": os.sysconf("SC_PAGE_SIZE")}
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            proto, _, rest = line.partition(":")
+            v = rest.split()
+            out[proto] = {v[i]: int(v[i + 1]) for i in range(0, len(v) - 1, 2)}
+    return out
+
+
+SOCKET_SLABS = ("TCP", "sock_inode_cache", "tcp_bind_bucket")
+
+
+def socket_slab_bytes():
+    """Bytes of the kernel slab caches a TCP socket lives in (the socket,
+    its inode, its bind bucket), active objects x object size, from
+    /proc/slabinfo; None when it cannot be read. sockstat's "mem" counts
+    only queued buffers: an idle socket has none."""
+    try:
+        with open("/proc/slabinfo") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return None
+    total = 0
+    for line in lines:
+        v = line.split()
+        if v and v[0] in SOCKET_SLABS:
+            total += int(v[1]) * int(v[3])
+    return total
+
+
+def fd_limit(pid):
+    """The soft "Max open files" of pid, or None."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    v = line.split()[3]
+                    return None if v == "unlimited" else int(v)
+    except OSError:
+        pass
+    return None
+
+
+def load_script(name):
+    """scripts/NAME (a Python script without .py) imported as a module."""
+    path = os.path.join(ROOT, "scripts", name)
+    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), path)
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
 
 
 # --- report -----------------------------------------------------------------

@@ -5,7 +5,7 @@
 #   test   build + PostgreSQL 15, pytest, requests, psycopg, procps, curl,
 #          prometheus (promtool), chromium (status page test)
 #   fuzz   clang with libFuzzer
-#   bench  wrk, nginx (nginx-light if apt knows it), curl, procps
+#   bench  wrk, nginx (nginx-light if apt knows it), curl, procps, gnuplot-nox
 #   lint   clang-format, cppcheck, clang-tidy
 #
 # Only missing packages are installed; "apt-get update" runs only if something
@@ -50,7 +50,8 @@ group() {
         ;;
     fuzz) add clang libclang-rt-14-dev ;;
     # "@nginx" is resolved below: any installed nginx flavour satisfies it.
-    bench) add wrk @nginx curl procps ;;
+    # gnuplot-nox: scripts/loadtest's latency plots.
+    bench) add wrk @nginx curl procps gnuplot-nox ;;
     lint) add clang-format cppcheck clang-tidy ;;
     *)
         echo "$prog: unknown group '$1' (build, test, fuzz, bench, lint)" >&2
