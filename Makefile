@@ -42,7 +42,7 @@ STAT_BIN := $(if $(wildcard shm/apiarystat.c),$(BUILD)/apiarystat)
 
 .PHONY: all run test unit replay integration sanitize fuzz lint format \
         install clean deps
-all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor
+all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor $(BUILD)/cache-torture
 
 $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
@@ -68,6 +68,10 @@ $(BUILD)/apiarystat: $(BUILD)/shm/apiarystat.o $(BUILD)/libapiary.a
 $(BUILD)/floor: $(BUILD)/scripts/floor.o
 	$(CC) $(LDFLAGS_ALL) -o $@ $^
 
+# The shared cache's multi-process stress, SIGKILL and speed runs.
+$(BUILD)/cache-torture: tests/cache_torture.c $(BUILD)/libapiary.a $(BUILD)/.flags
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/libapiary.a -lpthread
+
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libapiary.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes \
@@ -82,8 +86,10 @@ $(BUILD)/tests/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libapi
 deps:
 	@scripts/deps.sh build test
 
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(BUILD)/cache-torture
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	$(BUILD)/cache-torture stress 4 1
+	$(BUILD)/cache-torture kill 100
 
 # Every committed corpus file and past crash, replayed under the gcc build.
 replay: $(REPLAY_BIN)
