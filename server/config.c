@@ -86,6 +86,11 @@ static const struct key keys[] = {
      "directory of NNNN_*.sql migrations"},
     {"debug_endpoints", K_BOOL, F(debug_endpoints), 0, 1,
      "serve GET /debug/worker"},
+    /* shared cache (issue 7, shm/cache.h) */
+    {"cache_size", K_SIZE, F(cache_size), 0, 68719476736ULL,
+     "shared response cache size, at least 64k (0: no cache)"},
+    {"cache_ttl_ms", K_INT, F(cache_ttl_ms), 0, 86400000,
+     "cached bodies expire after this (0: only writes invalidate)"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -120,6 +125,8 @@ config_defaults(struct config *c)
     c->db_pipeline_depth = 256;
     c->db_queue_limit = 4096;
     strlcpy(c->sql_dir, "sql", sizeof(c->sql_dir));
+    c->cache_size = 64ull << 20;
+    c->cache_ttl_ms = 0;
 }
 
 static const struct key *

@@ -50,6 +50,9 @@ struct config {
     uint32_t db_queue_limit;       /* queries waiting per worker (then 503) */
     char sql_dir[CONFIG_PATH_MAX]; /* migrations, for apiaryd migrate */
     bool debug_endpoints;
+    /* shared cache (issue 7) */
+    uint64_t cache_size;   /* bytes; 0: no cache */
+    uint32_t cache_ttl_ms; /* 0: entries live until invalidated */
 };
 
 /* Fills c with the built-in defaults. */

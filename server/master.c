@@ -39,6 +39,7 @@
 #include <bsd/unistd.h>
 
 #include "balance.h"
+#include "cache.h"
 #include "listen.h"
 #include "log.h"
 #include "worker.h"
@@ -183,6 +184,7 @@ reap(bool shutting_down)
             continue;
         }
         s->pid = 0;
+        (void)cache_worker_gone(cache_shared(), pid); /* its claims */
         if (balance_served(s->id))
             ever_served = true;
         balance_reset(s->id);
@@ -304,6 +306,13 @@ master_run(struct config *cfg, int daemonize)
         log_warn("mmap() for the balance counters failed: %s; connections "
                  "may spread unevenly",
                  strerror(errno));
+    if (cfg->cache_size && cache_open(cfg->cache_size) == NULL) {
+        log_error("cannot map the shared cache (cache_size = %llu bytes, "
+                  "at least 64k): %s; not starting",
+                  (unsigned long long)cfg->cache_size, strerror(errno));
+        pidfile_remove(pfh);
+        return 1;
+    }
     for (unsigned i = 0; i < nslots; i++) {
         slots[i].id = i + 1;
         spawn(&slots[i]);

@@ -218,8 +218,7 @@ is_valid(uint64_t ctl)
 static inline uint64_t
 next_ctl(uint64_t ctl, bool valid, uint32_t pid)
 {
-    return ((ctl & CTL_SEQ_MASK) + CTL_SEQ_ONE) | (valid ? CTL_VALID : 0) |
-           pid;
+    return ((ctl & CTL_SEQ_MASK) + CTL_SEQ_ONE) | (valid ? CTL_VALID : 0) | pid;
 }
 
 /* ---- life ---- */
@@ -494,9 +493,8 @@ cache_put(struct cache *c, const struct cache_ticket *t, int status,
     atomic_store_explicit(&sl->ref, 1, memory_order_relaxed);
     memcpy(sl->body, body, len);
     pub = next_ctl(mine, true, 0);
-    if (!atomic_compare_exchange_strong_explicit(&sl->ctl, &mine, pub,
-                                                 memory_order_release,
-                                                 memory_order_relaxed)) {
+    if (!atomic_compare_exchange_strong_explicit(
+            &sl->ctl, &mine, pub, memory_order_release, memory_order_relaxed)) {
         /* only the master's reclaim of a dead pid can get here: we are not
          * dead, so it is a pid reused after a reclaim; leave it be */
         if (st)
@@ -574,8 +572,8 @@ cache_busy_slots(const struct cache *c)
             (const struct cache_set *)((const char *)c + c->hdr.sets_off +
                                        i * sizeof(struct cache_set));
         for (unsigned w = 0; w < CACHE_WAYS; w++)
-            n += is_busy(atomic_load_explicit(&s->slot[w].ctl,
-                                              memory_order_relaxed));
+            n += is_busy(
+                atomic_load_explicit(&s->slot[w].ctl, memory_order_relaxed));
     }
     return n;
 }

@@ -55,11 +55,11 @@ struct cache_stats {
     uint64_t hits;
     uint64_t misses;
     uint64_t inserts;
-    uint64_t evictions;     /* a valid entry replaced to make room */
-    uint64_t invalidations; /* cache_invalidate() calls */
-    uint64_t retries;       /* a read that changed under the copy, tried
-                               again; a claim lost to another writer */
-    uint64_t reclaimed;     /* slots of dead writers taken over */
+    uint64_t evictions;           /* a valid entry replaced to make room */
+    uint64_t invalidations;       /* cache_invalidate() calls */
+    uint64_t retries;             /* a read that changed under the copy, tried
+                                     again; a claim lost to another writer */
+    uint64_t reclaimed;           /* slots of dead writers taken over */
     uint64_t stale_fills_refused; /* puts whose ticket was outdated */
     uint64_t flushes;
     uint64_t not_stored; /* puts skipped: too big, every way busy */

@@ -100,8 +100,7 @@ check_body(const char *b, long n, uint64_t key, uint64_t *v)
 
     if (n < 10 || b[n - 9] != '#')
         return 1;
-    if (sscanf(b + n - 8, "%8x", &sum) != 1 ||
-        sum != fnv(b, (size_t)n - 9) ||
+    if (sscanf(b + n - 8, "%8x", &sum) != 1 || sum != fnv(b, (size_t)n - 9) ||
         sscanf(b, "%llu %llu ", &k, &ver) != 2 || k != key)
         return 1;
     *v = ver;
@@ -114,8 +113,8 @@ do_get(struct cache *c, uint64_t key, struct cache_stats *st)
     char buf[CACHE_BODY_MAX];
     uint64_t floor = atomic_load(&sh->invalidated[key]), v;
     int status = 0;
-    long n = cache_get(c, CACHE_USER, key + 1, 0, buf, sizeof(buf), &status,
-                       st);
+    long n =
+        cache_get(c, CACHE_USER, key + 1, 0, buf, sizeof(buf), &status, st);
 
     atomic_fetch_add_explicit(&sh->gets, 1, memory_order_relaxed);
     if (n < 0)
@@ -416,8 +415,10 @@ main(int argc, char **argv)
         return kill_run((unsigned)atoi(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "bench") == 0) {
         unsigned p = (unsigned)atoi(argv[2]);
-        return bench(p < 1 ? 1 : p > MAX_PROCS ? MAX_PROCS : p, atof(argv[3]),
-                     argc >= 5 && strcmp(argv[4], "mutex") == 0);
+        return bench(p < 1           ? 1
+                     : p > MAX_PROCS ? MAX_PROCS
+                                     : p,
+                     atof(argv[3]), argc >= 5 && strcmp(argv[4], "mutex") == 0);
     }
     fprintf(stderr, "usage: cache-torture stress PROCS SECONDS | kill KILLS | "
                     "bench PROCS SECONDS [mutex]\n");

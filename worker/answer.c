@@ -307,3 +307,11 @@ answer_continue(struct conn *c)
     }
     conn_queue_output(c);
 }
+
+bool
+request_owes_earlier(const struct request *r)
+{
+    const struct conn *c = r->c;
+
+    return c && c->owed_head != NULL && c->owed_head != r;
+}

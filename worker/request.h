@@ -205,6 +205,13 @@ void request_error(struct request *r, int status, const char *fmt, ...)
  */
 void request_defer(struct request *r, request_abort_fn abort_fn, void *arg);
 
+/*
+ * True when an earlier request of r's connection is still unanswered (a
+ * pipelined request): an answer that does not go through the database
+ * (the shared cache) must not overtake that client's own earlier write.
+ */
+bool request_owes_earlier(const struct request *r);
+
 /* The connection core's context of r (its loop, pools, settings). */
 struct conn_ctx *request_ctx(const struct request *r);
 

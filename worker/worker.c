@@ -42,6 +42,7 @@
 #include "access_log.h"
 #include "api.h"
 #include "balance.h"
+#include "cache.h"
 #include "conn.h"
 #include "handlers.h"
 #include "log.h"
@@ -421,7 +422,19 @@ tick(struct loop *loop, void *arg)
 static void
 db_ready(void *arg)
 {
+    struct worker *wk = arg;
+
+    api_cache_ready(&wk->api); /* missed notifications: flush (api.c) */
     start_serving(arg, "database ready");
+}
+
+/* A write on some host changed a cached key (api.c, "Shared cache"). */
+static void
+db_notify(void *arg, const char *payload)
+{
+    struct worker *wk = arg;
+
+    api_cache_notify(&wk->api, payload);
 }
 
 static void
@@ -525,7 +538,8 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         char app[64];
         stmts = api_statements(&nstmts);
         snprintf(app, sizeof(app), "apiaryd worker %u", id);
-        const struct pg_events ev = {db_ready, db_schema_old, wk};
+        const struct pg_events ev = {db_ready, db_schema_old, wk, db_notify,
+                                     API_CACHE_CHANNEL};
         wk->pg = pg_new(wk->loop, cfg->database_url, stmts, nstmts,
                         cfg->statement_timeout_ms, cfg->db_lock_wait_ms,
                         cfg->db_pipeline_depth, cfg->db_queue_limit, app, &ev);
@@ -535,6 +549,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         log_warn("no database_url configured: database routes answer 503");
     }
     api_init(&wk->api, wk->pg);
+    api_set_cache(&wk->api, cache_shared(), cfg->cache_ttl_ms);
 
     router_init(&wk->router);
     if (handlers_register(&wk->router, cfg, wk) < 0 ||
