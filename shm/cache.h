@@ -39,7 +39,7 @@
 #define CACHE_SLOT_BYTES 512u
 #define CACHE_SLOT_HEAD 64u
 #define CACHE_BODY_MAX (CACHE_SLOT_BYTES - CACHE_SLOT_HEAD) /* 448 */
-#define CACHE_MIN_BYTES (64u * 1024u)
+#define CACHE_MIN_BYTES 65536u
 
 /* What a key names. */
 enum cache_kind { CACHE_USER = 1, CACHE_ORDER = 2 };

@@ -17,9 +17,10 @@
  *       master does, and starts a new one.  A checker process reads all
  *       the time under a watchdog (a hang fails).  At the end no slot may
  *       be left claimed, every read validates, and every set takes a put.
- *   cache-torture bench PROCS SECONDS [mutex]
- *       raw operations per second, 95% gets on a warm cache; "mutex" wraps
- *       every operation in one process-shared mutex (the comparison).
+ *   cache-torture bench PROCS SECONDS [none|mutex [KEYS]]
+ *       raw operations per second, 95% gets on a warm 64 MiB cache of KEYS
+ *       keys (default 50,000, 200-byte bodies); "mutex" wraps every
+ *       operation in one process-shared mutex (the comparison).
  *
  * Prints one line of key=value figures; exits 1 on any failure.  Used by
  * `make unit` (short runs) and scripts/bench-cache (long ones).
@@ -357,12 +358,11 @@ bench_child(struct cache *c, unsigned seed, bool mutex, unsigned nkeys)
 }
 
 static int
-bench(unsigned procs, double seconds, bool mutex)
+bench(unsigned procs, double seconds, bool mutex, unsigned nkeys)
 {
     struct cache *c = cache_open(64ull << 20);
     pthread_mutexattr_t ma;
     pid_t pids[MAX_PROCS];
-    unsigned nkeys = 50000;
     char body[CACHE_BODY_MAX];
     size_t blen = make_body(body, 0, 0);
     uint64_t t0;
@@ -389,8 +389,8 @@ bench(unsigned procs, double seconds, bool mutex)
     atomic_store(&sh->stop, 1);
     for (unsigned i = 0; i < procs; i++)
         waitpid(pids[i], NULL, 0);
-    printf("bench procs=%u lock=%s ops_per_s=%.0f hit_ratio=%.3f\n", procs,
-           mutex ? "mutex" : "none",
+    printf("bench procs=%u lock=%s keys=%u ops_per_s=%.0f hit_ratio=%.3f\n",
+           procs, mutex ? "mutex" : "none", nkeys,
            (double)sh->ops / ((double)(now_ns() - t0) / 1e9),
            sh->gets ? (double)sh->hits / (double)sh->gets : 0.0);
     cache_close(&c);
@@ -415,12 +415,15 @@ main(int argc, char **argv)
         return kill_run((unsigned)atoi(argv[2]));
     if (argc >= 4 && strcmp(argv[1], "bench") == 0) {
         unsigned p = (unsigned)atoi(argv[2]);
-        return bench(p < 1           ? 1
-                     : p > MAX_PROCS ? MAX_PROCS
-                                     : p,
-                     atof(argv[3]), argc >= 5 && strcmp(argv[4], "mutex") == 0);
+        int k = argc >= 6 ? atoi(argv[5]) : 50000;
+        if (p < 1 || p > MAX_PROCS)
+            p = p < 1 ? 1 : MAX_PROCS;
+        if (k < 1 || k > 100000)
+            k = k < 1 ? 1 : 100000;
+        return bench(p, atof(argv[3]),
+                     argc >= 5 && strcmp(argv[4], "mutex") == 0, (unsigned)k);
     }
     fprintf(stderr, "usage: cache-torture stress PROCS SECONDS | kill KILLS | "
-                    "bench PROCS SECONDS [mutex]\n");
+                    "bench PROCS SECONDS [none|mutex [KEYS]]\n");
     return 2;
 }
