@@ -4,9 +4,11 @@
  * Layout (one anonymous MAP_SHARED mapping, offsets from its start, no
  * pointers inside):
  *
- *   0      struct cache_hdr (4096 bytes): magic, layout version, geometry,
- *          the flush epoch, the count of slots reclaimed by the master
- *   4096   set 0: struct cache_meta (64 bytes)  | slot 0 | ... | slot 7 |
+ *   0      struct cache_hdr (8192 bytes): magic, layout version, geometry,
+ *          the flush epoch, the count of slots reclaimed by the master,
+ *          then the claim records: {writer pid, slot index + 1}, one per
+ *          writing process (at most one claim each)
+ *   8192   set 0: struct cache_meta (64 bytes)  | slot 0 | ... | slot 7 |
  *          set 1: ...                              (512 bytes per slot)
  *          ... nsets sets of 64 + 8 x 512 = 4160 bytes
  *
@@ -85,11 +87,18 @@
  * invalidation or flush is one atomic add: done or not.  A writer killed
  * after its claim leaves its slot BUSY with its pid: readers treat it as
  * a miss, writers pass it over; the master, when it reaps the worker,
- * calls cache_worker_gone(pid), which CASes every slot owned by pid back
- * to empty (contracts.md 2: claims are keyed by pid, which works across
- * generations during a reload).  A writer that finds a slot BUSY with an
- * owner that kill(pid, 0) says is gone takes it over the same way, so the
- * cache heals even without a master (the stress test has none).  Nothing
+ * calls cache_worker_gone(pid), which finds pid's claim record and CASes
+ * the slot it names back to empty if pid still owns it (contracts.md 2:
+ * claims are keyed by pid, which works across generations during a
+ * reload).  A writer stores the slot in its record before its claim CAS,
+ * so a record names every slot its writer can own; one naming a slot the
+ * writer never got, or already published, fails the owner check and is
+ * ignored.  The records make the master's work O(records), a few
+ * kilobytes in the header page: it never walks, nor faults in, the
+ * mapping.  A writer that finds a slot BUSY with an owner that
+ * kill(pid, 0) says is gone takes it over the same way, and a writer that
+ * finds no free record takes over a dead process's one, so the cache
+ * heals even without a master (the stress test has none).  Nothing
  * a writer holds is ever waited for, and a half-written value is never
  * VALID, so there is nothing to repair: the seqlock whose dead writer
  * leaves readers spinning and the rwlock a dead reader holds forever
@@ -115,7 +124,8 @@
 #define CTL_SEQ_ONE (1ull << 33)
 #define CTL_SEQ_MASK (~((1ull << 33) - 1))
 #define STRIPES 8u
-#define HDR_BYTES 4096u
+#define HDR_BYTES 8192u
+#define CLAIM_RECORDS ((HDR_BYTES - 64u) / 8u) /* 1016 writers */
 #define READ_TRIES 3
 
 struct cache_hdr {
@@ -129,7 +139,11 @@ struct cache_hdr {
     _Atomic uint32_t flush; /* flush epoch */
     uint32_t pad0;
     _Atomic uint64_t reclaimed;
-    char pad[HDR_BYTES - 56];
+    char pad[8];
+    struct cache_claim {
+        _Atomic uint32_t pid;  /* 0: free */
+        _Atomic uint32_t slot; /* index + 1 of the slot it may own; 0 */
+    } claims[CLAIM_RECORDS];
 };
 
 struct cache_meta {
@@ -156,7 +170,8 @@ struct cache_set {
     struct cache_slot slot[CACHE_WAYS];
 };
 
-_Static_assert(sizeof(struct cache_hdr) == HDR_BYTES, "header is one page");
+_Static_assert(sizeof(struct cache_hdr) == HDR_BYTES, "header is 2 pages");
+_Static_assert(offsetof(struct cache_hdr, claims) == 64, "header layout");
 _Static_assert(offsetof(struct cache_hdr, flush) == 40, "header layout");
 _Static_assert(offsetof(struct cache_hdr, reclaimed) == 48, "header layout");
 _Static_assert(sizeof(struct cache_meta) == 64, "meta is one cache line");
@@ -185,6 +200,12 @@ mix(uint32_t kind, uint64_t id)
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
+
+/* This process's claim record (index + 1; 0: none yet) and its pid. */
+static unsigned my_claim;
+static pid_t my_pid;
+
+static int claim_record(struct cache *c, uint32_t pid);
 
 static inline struct cache_set *
 set_at(struct cache *c, uint64_t i)
@@ -235,8 +256,8 @@ cache_open(uint64_t size_bytes)
         return NULL;
     }
     nsets = (size_bytes - HDR_BYTES) / sizeof(struct cache_set);
-    if (nsets > UINT32_MAX)
-        nsets = UINT32_MAX;
+    if (nsets > UINT32_MAX / CACHE_WAYS - 1)
+        nsets = UINT32_MAX / CACHE_WAYS - 1; /* slot indexes fit 32 bits */
     size_bytes = HDR_BYTES + nsets * sizeof(struct cache_set);
     p = mmap(NULL, size_bytes, PROT_READ | PROT_WRITE,
              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -451,7 +472,7 @@ cache_put(struct cache *c, const struct cache_ticket *t, int status,
     uint64_t seen = 0, mine, pub;
     bool evicts, steals;
     uint32_t pid;
-    int w;
+    int w, rec;
 
     if (len > CACHE_BODY_MAX || t->set >= c->hdr.nsets) {
         if (st)
@@ -473,6 +494,15 @@ cache_put(struct cache *c, const struct cache_ticket *t, int status,
     }
     sl = &s->slot[w];
     pid = (uint32_t)getpid();
+    rec = claim_record(c, pid);
+    if (rec < 0) {
+        if (st)
+            st->not_stored++; /* over CLAIM_RECORDS writers alive */
+        return -1;
+    }
+    /* the record names the slot before the claim can exist (see the top) */
+    atomic_store(&c->hdr.claims[rec].slot,
+                 (uint32_t)(t->set * CACHE_WAYS + (unsigned)w + 1));
     mine = next_ctl(seen, false, pid);
     if (!atomic_compare_exchange_strong(&sl->ctl, &seen, mine)) {
         if (st)
@@ -531,6 +561,56 @@ cache_flush(struct cache *c, struct cache_stats *st)
         st->flushes++;
 }
 
+/* Releases slot index+1 `slot` if pid still owns it; 1 if it did. */
+static unsigned
+release_claim(struct cache *c, uint32_t slot, uint32_t pid)
+{
+    struct cache_slot *sl;
+    uint64_t ctl;
+
+    if (slot == 0 || slot > c->hdr.nsets * CACHE_WAYS)
+        return 0;
+    sl = &set_at(c, (slot - 1) / CACHE_WAYS)->slot[(slot - 1) % CACHE_WAYS];
+    ctl = atomic_load(&sl->ctl);
+    if ((ctl & CTL_PID_MASK) != pid)
+        return 0;
+    /* a half-written value is dropped, never published */
+    return atomic_compare_exchange_strong(&sl->ctl, &ctl,
+                                          next_ctl(ctl, false, 0))
+               ? 1
+               : 0;
+}
+
+/*
+ * This process's claim record: the one it has, else a free one, else one
+ * of a process that is gone (its claim released first).  -1 if none.
+ */
+static int
+claim_record(struct cache *c, uint32_t pid)
+{
+    if (my_pid == (pid_t)pid && my_claim)
+        return (int)my_claim - 1;
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned i = 0; i < CLAIM_RECORDS; i++) {
+            struct cache_claim *r = &c->hdr.claims[i];
+            uint32_t cur = atomic_load(&r->pid);
+            if (pass == 0
+                    ? cur != 0
+                    : cur == 0 || kill((pid_t)cur, 0) == 0 || errno != ESRCH)
+                continue;
+            if (pass == 1)
+                (void)release_claim(c, atomic_load(&r->slot), cur);
+            if (atomic_compare_exchange_strong(&r->pid, &cur, pid)) {
+                atomic_store(&r->slot, 0);
+                my_pid = (pid_t)pid;
+                my_claim = i + 1;
+                return (int)i;
+            }
+        }
+    }
+    return -1;
+}
+
 unsigned
 cache_worker_gone(struct cache *c, pid_t pid)
 {
@@ -538,18 +618,14 @@ cache_worker_gone(struct cache *c, pid_t pid)
 
     if (c == NULL || pid <= 0)
         return 0;
-    for (uint64_t i = 0; i < c->hdr.nsets; i++) {
-        struct cache_set *s = set_at(c, i);
-        for (unsigned w = 0; w < CACHE_WAYS; w++) {
-            uint64_t ctl =
-                atomic_load_explicit(&s->slot[w].ctl, memory_order_relaxed);
-            if ((ctl & CTL_PID_MASK) != (uint32_t)pid)
-                continue;
-            /* a half-written value is dropped, never published */
-            if (atomic_compare_exchange_strong(&s->slot[w].ctl, &ctl,
-                                               next_ctl(ctl, false, 0)))
-                n++;
-        }
+    for (unsigned i = 0; i < CLAIM_RECORDS; i++) {
+        struct cache_claim *r = &c->hdr.claims[i];
+        uint32_t cur = (uint32_t)pid;
+        if (atomic_load_explicit(&r->pid, memory_order_relaxed) != cur)
+            continue;
+        n += release_claim(c, atomic_load(&r->slot), cur);
+        atomic_store(&r->slot, 0);
+        (void)atomic_compare_exchange_strong(&r->pid, &cur, 0);
     }
     if (n)
         atomic_fetch_add(&c->hdr.reclaimed, n);
