@@ -113,6 +113,7 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -201,9 +202,21 @@ mix(uint32_t kind, uint64_t id)
     return z ^ (z >> 31);
 }
 
-/* This process's claim record (index + 1; 0: none yet) and its pid. */
+/*
+ * This process's claim record (index + 1; 0: none yet) and its pid (0:
+ * not known yet).  Both are forgotten in a forked child (forked(),
+ * registered by cache_open()), so a worker never writes under its
+ * master's pid, and the put path needs no getpid() system call.
+ */
 static unsigned my_claim;
 static pid_t my_pid;
+
+static void
+forked(void)
+{
+    my_claim = 0;
+    my_pid = 0;
+}
 
 static int claim_record(struct cache *c, uint32_t pid);
 
@@ -247,6 +260,7 @@ next_ctl(uint64_t ctl, bool valid, uint32_t pid)
 struct cache *
 cache_open(uint64_t size_bytes)
 {
+    static bool atfork_done;
     struct cache *c;
     uint64_t nsets;
     void *p;
@@ -263,6 +277,14 @@ cache_open(uint64_t size_bytes)
              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
+    if (!atfork_done) {
+        if (pthread_atfork(NULL, NULL, forked) != 0) {
+            (void)munmap(p, size_bytes);
+            errno = ENOMEM;
+            return NULL;
+        }
+        atfork_done = true;
+    }
     c = p; /* fresh anonymous pages are zero: every slot empty */
     c->hdr.magic = CACHE_MAGIC;
     c->hdr.layout = CACHE_LAYOUT_VERSION;
@@ -493,7 +515,9 @@ cache_put(struct cache *c, const struct cache_ticket *t, int status,
         return -1;
     }
     sl = &s->slot[w];
-    pid = (uint32_t)getpid();
+    if (my_pid == 0)
+        my_pid = getpid();
+    pid = (uint32_t)my_pid;
     rec = claim_record(c, pid);
     if (rec < 0) {
         if (st)
@@ -588,7 +612,7 @@ release_claim(struct cache *c, uint32_t slot, uint32_t pid)
 static int
 claim_record(struct cache *c, uint32_t pid)
 {
-    if (my_pid == (pid_t)pid && my_claim)
+    if (my_claim)
         return (int)my_claim - 1;
     for (int pass = 0; pass < 2; pass++) {
         for (unsigned i = 0; i < CLAIM_RECORDS; i++) {
@@ -602,7 +626,6 @@ claim_record(struct cache *c, uint32_t pid)
                 (void)release_claim(c, atomic_load(&r->slot), cur);
             if (atomic_compare_exchange_strong(&r->pid, &cur, pid)) {
                 atomic_store(&r->slot, 0);
-                my_pid = (pid_t)pid;
                 my_claim = i + 1;
                 return (int)i;
             }
@@ -639,7 +662,7 @@ cache_reclaimed_total(const struct cache *c)
 }
 
 uint64_t
-cache_busy_slots(const struct cache *c)
+cache_busy_slots(const struct cache *c, pid_t pid)
 {
     uint64_t n = 0;
 
@@ -647,9 +670,12 @@ cache_busy_slots(const struct cache *c)
         const struct cache_set *s =
             (const struct cache_set *)((const char *)c + c->hdr.sets_off +
                                        i * sizeof(struct cache_set));
-        for (unsigned w = 0; w < CACHE_WAYS; w++)
-            n += is_busy(
-                atomic_load_explicit(&s->slot[w].ctl, memory_order_relaxed));
+        for (unsigned w = 0; w < CACHE_WAYS; w++) {
+            uint64_t ctl =
+                atomic_load_explicit(&s->slot[w].ctl, memory_order_relaxed);
+            n += is_busy(ctl) &&
+                 (pid == 0 || (ctl & CTL_PID_MASK) == (uint32_t)pid);
+        }
     }
     return n;
 }

@@ -140,8 +140,11 @@ unsigned cache_worker_gone(struct cache *c, pid_t pid);
 /* Slots released by cache_worker_gone() since the cache was opened. */
 uint64_t cache_reclaimed_total(const struct cache *c);
 
-/* Slots claimed by a writer right now (tests: 0 once writers are gone). */
-uint64_t cache_busy_slots(const struct cache *c);
+/*
+ * Slots claimed by writer pid right now, or by any writer when pid is 0
+ * (tests: 0 once writers are gone).  Walks the whole mapping.
+ */
+uint64_t cache_busy_slots(const struct cache *c, pid_t pid);
 
 /*
  * The cache the master opened with cache_open() (inherited by its

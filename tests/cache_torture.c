@@ -13,8 +13,12 @@
  *       completed invalidations (lost invalidations, stale fills).
  *   cache-torture kill KILLS
  *       writer processes are SIGKILLed at random moments, KILLS times in
- *       all; the parent reaps each one and calls cache_worker_gone() as the
- *       master does, and starts a new one.  A checker process reads all
+ *       all, most of them in the middle of a write (the writer is stopped
+ *       until it is caught holding a claim, at most 50 tries); the parent
+ *       reaps each one and calls cache_worker_gone() as the master does
+ *       (it reclaims the claims caught, unless the other writer, finding
+ *       the owner gone, took the slot over first), and starts a new
+ *       one.  A checker process reads all
  *       the time under a watchdog (a hang fails).  At the end no slot may
  *       be left claimed, every read validates, and every set takes a put.
  *   cache-torture bench PROCS SECONDS [none|mutex [KEYS]]
@@ -206,8 +210,8 @@ stress(unsigned procs, double seconds)
            procs, (unsigned long long)sh->gets, (unsigned long long)sh->hits,
            (unsigned long long)sh->puts, (unsigned long long)sh->torn,
            (unsigned long long)sh->stale,
-           (unsigned long long)cache_busy_slots(c));
-    if (sh->torn || sh->stale || sh->hits == 0 || cache_busy_slots(c))
+           (unsigned long long)cache_busy_slots(c, 0));
+    if (sh->torn || sh->stale || sh->hits == 0 || cache_busy_slots(c, 0))
         rc = 1;
     cache_close(&c);
     return rc;
@@ -259,7 +263,7 @@ kill_run(unsigned kills)
     struct cache *c = cache_open(CACHE_MIN_BYTES);
     pid_t w[2], checker;
     uint64_t s = 12345, t0 = now_ns();
-    unsigned reclaimed = 0, n = 0;
+    unsigned reclaimed = 0, n = 0, mid_write = 0;
     int status, rc = 0;
 
     if (c == NULL) {
@@ -277,6 +281,18 @@ kill_run(unsigned kills)
     while (n < kills) {
         unsigned i = n % 2;
         usleep((useconds_t)(rnd(&s) % 3000));
+        /* aim at the middle of a write: stop the writer until it is
+         * caught holding a claim (bounded), then kill it there */
+        for (int a = 0; a < 50; a++) {
+            kill(w[i], SIGSTOP);
+            waitpid(w[i], &status, WUNTRACED);
+            if (cache_busy_slots(c, w[i]) > 0) {
+                mid_write++;
+                break;
+            }
+            kill(w[i], SIGCONT);
+            usleep((useconds_t)(rnd(&s) % 200));
+        }
         kill(w[i], SIGKILL);
         waitpid(w[i], &status, 0);
         reclaimed += cache_worker_gone(c, w[i]); /* as the master does */
@@ -296,7 +312,7 @@ kill_run(unsigned kills)
         rc = 1;
     /* afterwards: nothing claimed, and every set takes a fresh value */
     {
-        uint64_t busy = cache_busy_slots(c), unusable = 0;
+        uint64_t busy = cache_busy_slots(c, 0), unusable = 0;
         for (uint64_t k = 0; k < 256; k++) {
             char b[CACHE_BODY_MAX];
             int st;
@@ -305,16 +321,17 @@ kill_run(unsigned kills)
             if (cache_get(c, CACHE_USER, k + 1, 0, b, sizeof(b), &st, NULL) < 0)
                 unusable++;
         }
-        printf("kill kills=%u seconds=%.1f reclaimed=%u gets=%llu "
+        printf("kill kills=%u mid_write=%u seconds=%.1f reclaimed=%u gets=%llu "
                "hits=%llu torn=%llu stale=%llu hangs=%llu busy_after=%llu "
                "unfillable_keys=%llu\n",
-               kills, (double)(now_ns() - t0) / 1e9, reclaimed,
+               kills, mid_write, (double)(now_ns() - t0) / 1e9, reclaimed,
                (unsigned long long)sh->gets, (unsigned long long)sh->hits,
                (unsigned long long)sh->torn, (unsigned long long)sh->stale,
                (unsigned long long)sh->hangs, (unsigned long long)busy,
                (unsigned long long)unusable);
         /* a key may share its set with 8 fresher keys: allow a few */
-        if (sh->torn || sh->stale || sh->hangs || busy || unusable > 16)
+        if (sh->torn || sh->stale || sh->hangs || busy || unusable > 16 ||
+            reclaimed > mid_write || (kills >= 20 && mid_write == 0))
             rc = 1;
     }
     cache_close(&c);
