@@ -324,9 +324,15 @@ cache_capacity(const struct cache *c)
 
 /* ---- readers ---- */
 
-long
-cache_get(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
-          char *dst, size_t cap, int *status, struct cache_stats *st)
+/*
+ * The first half of a read: finds (kind, id) in a stable, valid, current
+ * slot and fills v (the slot's ctl as seen, its status, length and body
+ * address).  The caller copies v->body and then asks view_valid().
+ * false: a miss.
+ */
+static bool
+view_begin(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
+           struct cache_view *v)
 {
     uint32_t set, stripe, tag;
     struct cache_set *s;
@@ -335,44 +341,80 @@ cache_get(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
     s = set_at(c, set);
     for (unsigned w = 0; w < CACHE_WAYS; w++) {
         struct cache_slot *sl = &s->slot[w];
+        uint64_t c1, exp;
+        uint32_t len;
 
         if (atomic_load_explicit(&s->meta.tag[w], memory_order_relaxed) != tag)
             continue;
-        for (int attempt = 0; attempt < READ_TRIES; attempt++) {
-            uint64_t c1, c2, exp;
-            uint32_t len, stat;
+        c1 = atomic_load_explicit(&sl->ctl, memory_order_acquire);
+        if (!is_valid(c1) ||
+            atomic_load_explicit(&sl->id, memory_order_relaxed) != id ||
+            atomic_load_explicit(&sl->kind, memory_order_relaxed) != kind)
+            continue;
+        if (atomic_load_explicit(&sl->epoch, memory_order_relaxed) !=
+                atomic_load_explicit(&s->meta.epoch[stripe],
+                                     memory_order_acquire) ||
+            atomic_load_explicit(&sl->flush, memory_order_relaxed) !=
+                atomic_load_explicit(&c->hdr.flush, memory_order_acquire))
+            continue; /* invalidated after its ticket */
+        exp = atomic_load_explicit(&sl->expires_ms, memory_order_relaxed);
+        len = atomic_load_explicit(&sl->len, memory_order_relaxed);
+        if ((exp && now_ms >= exp) || len > CACHE_BODY_MAX)
+            continue;
+        if (!atomic_load_explicit(&sl->ref, memory_order_relaxed))
+            atomic_store_explicit(&sl->ref, 1, memory_order_relaxed);
+        v->body = sl->body;
+        v->len = len;
+        v->status =
+            (int)atomic_load_explicit(&sl->status, memory_order_relaxed);
+        v->ctl = &sl->ctl;
+        v->seen = c1;
+        return true;
+    }
+    return false;
+}
 
-            c1 = atomic_load_explicit(&sl->ctl, memory_order_acquire);
-            if (!is_valid(c1) ||
-                atomic_load_explicit(&sl->id, memory_order_relaxed) != id ||
-                atomic_load_explicit(&sl->kind, memory_order_relaxed) != kind)
-                break;
-            if (atomic_load_explicit(&sl->epoch, memory_order_relaxed) !=
-                    atomic_load_explicit(&s->meta.epoch[stripe],
-                                         memory_order_acquire) ||
-                atomic_load_explicit(&sl->flush, memory_order_relaxed) !=
-                    atomic_load_explicit(&c->hdr.flush, memory_order_acquire))
-                break; /* invalidated after its ticket */
-            exp = atomic_load_explicit(&sl->expires_ms, memory_order_relaxed);
-            len = atomic_load_explicit(&sl->len, memory_order_relaxed);
-            stat = atomic_load_explicit(&sl->status, memory_order_relaxed);
-            if ((exp && now_ms >= exp) || len > CACHE_BODY_MAX || len > cap)
-                break;
-            memcpy(dst, sl->body, len);
-            atomic_thread_fence(memory_order_acquire);
-            c2 = atomic_load_explicit(&sl->ctl, memory_order_relaxed);
-            if (c1 != c2) {
-                if (st)
-                    st->retries++;
-                continue;
-            }
-            if (!atomic_load_explicit(&sl->ref, memory_order_relaxed))
-                atomic_store_explicit(&sl->ref, 1, memory_order_relaxed);
-            *status = (int)stat;
+bool
+cache_view_valid(void *view)
+{
+    const struct cache_view *v = view;
+
+    /* orders the caller's copy before the second load (see the top) */
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit((const _Atomic uint64_t *)v->ctl,
+                                memory_order_relaxed) == v->seen;
+}
+
+bool
+cache_view(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
+           struct cache_view *v, struct cache_stats *st)
+{
+    if (view_begin(c, kind, id, now_ms, v))
+        return true;
+    if (st)
+        st->misses++;
+    return false;
+}
+
+long
+cache_get(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
+          char *dst, size_t cap, int *status, struct cache_stats *st)
+{
+    struct cache_view v;
+
+    for (int attempt = 0; attempt < READ_TRIES; attempt++) {
+        if (!view_begin(c, kind, id, now_ms, &v) || v.len > cap)
+            break;
+        memcpy(dst, v.body, v.len);
+        if (!cache_view_valid(&v)) {
             if (st)
-                st->hits++;
-            return (long)len;
+                st->retries++; /* changed under the copy: look again */
+            continue;
         }
+        *status = v.status;
+        if (st)
+            st->hits++;
+        return (long)v.len;
     }
     if (st)
         st->misses++;

@@ -105,6 +105,34 @@ uint64_t cache_capacity(const struct cache *c);
 long cache_get(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
                char *dst, size_t cap, int *status, struct cache_stats *st);
 
+/*
+ * A body found in the cache, to be copied by the caller straight where it
+ * is needed (the connection's output) and then checked with
+ * cache_view_valid(): the copy is good only if that says true.
+ */
+struct cache_view {
+    const char *body; /* in the mapping: may change under a copy */
+    size_t len;       /* <= CACHE_BODY_MAX */
+    int status;
+    const void *ctl; /* the slot's control word ... */
+    uint64_t seen;   /* ... as it was when found */
+};
+
+/*
+ * Finds (kind, id) like cache_get() without copying: fills v and returns
+ * true, or false on a miss (counted in st, which may be NULL).  The
+ * caller copies v->body (v->len bytes), then calls cache_view_valid(v):
+ * true means the copy (and v's status and length) is exactly what one
+ * writer published; false means it may be torn (count it as a retry and
+ * a miss).  Never waits.
+ */
+bool cache_view(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
+                struct cache_view *v, struct cache_stats *st);
+
+/* See cache_view(); takes a struct cache_view * (a void * to fit
+ * request_reply_validated()'s callback). */
+bool cache_view_valid(void *view);
+
 /* Fills t for (kind, id): call before the database is asked. */
 void cache_ticket(struct cache *c, uint32_t kind, uint64_t id,
                   struct cache_ticket *t);

@@ -125,9 +125,14 @@ copy_for_log(struct request *r)
     }
 }
 
-void
-request_reply(struct request *r, int status, const char *body, size_t body_len,
-              const char *extra, size_t extra_len)
+/*
+ * request_reply(), and request_reply_validated() when valid is set:
+ * returns -1 (r untouched) when valid() refuses the copied body.
+ */
+static int
+reply(struct request *r, int status, const char *body, size_t body_len,
+      const char *extra, size_t extra_len, bool (*valid)(void *arg),
+      void *valid_arg)
 {
     struct conn *c = r->c;
     struct conn_ctx *ctx;
@@ -140,7 +145,7 @@ request_reply(struct request *r, int status, const char *body, size_t body_len,
         log_error("request answered twice or after its client left "
                   "(status %d): a bug",
                   status);
-        return;
+        return 0;
     }
     ctx = c->ctx;
     r->answered = true;
@@ -158,6 +163,8 @@ request_reply(struct request *r, int status, const char *body, size_t body_len,
         .head = r->head,
         .keep_alive = !r->close_after,
         .no_body_headers = status == 204 || status == 304 || status < 200,
+        .valid = valid,
+        .valid_arg = valid_arg,
     };
     if (ctx->hooks.nserialise) {
         static struct hdrbuf h;
@@ -179,6 +186,13 @@ request_reply(struct request *r, int status, const char *body, size_t body_len,
     direct = c->owed_head == NULL || c->owed_head == r;
     q = direct ? &c->out : &r->out;
     n = response_write(q, &ctx->out_pool, &resp);
+    if (n == -2) {
+        /* torn copy (request_reply_validated): as if never answered */
+        r->answered = false;
+        r->status = 0;
+        r->close_after = false;
+        return -1;
+    }
     if (n < 0) {
         log_error("out of memory queueing a response on fd %d", c->w.fd);
         r->status = 503;
@@ -188,7 +202,7 @@ request_reply(struct request *r, int status, const char *body, size_t body_len,
             finished(c, r);
         }
         conn_close(c, "out of memory");
-        return;
+        return 0;
     }
     r->bytes_out = (uint64_t)n;
     if (!direct) {
@@ -197,13 +211,33 @@ request_reply(struct request *r, int status, const char *body, size_t body_len,
             r->queued = true;
             enqueue(c, r);
         }
-        return; /* waits for the answers before it */
+        return 0; /* waits for the answers before it */
     }
     if (r->queued)
         (void)dequeue(c); /* it was the head */
     finished(c, r);
     flush_ready(c);
     conn_answers_moved(c);
+    return 0;
+}
+
+void
+request_reply(struct request *r, int status, const char *body, size_t body_len,
+              const char *extra, size_t extra_len)
+{
+    (void)reply(r, status, body, body_len, extra, extra_len, NULL, NULL);
+}
+
+int
+request_reply_validated(struct request *r, int status, const char *body,
+                        size_t body_len, bool (*valid)(void *arg), void *arg)
+{
+    /* only an answer given at once, written straight to the connection:
+     * nothing to undo but the fields reply() sets */
+    if (r->magic != REQUEST_MAGIC || r->answered || r->c == NULL || r->queued ||
+        request_owes_earlier(r))
+        return -1;
+    return reply(r, status, body, body_len, NULL, 0, valid, arg);
 }
 
 void

@@ -35,7 +35,6 @@ struct api {
     struct cache *cache;
     uint32_t cache_ttl_ms;
     struct cache_stats cache_stats; /* this worker's (/debug/worker) */
-    char hit[CACHE_BODY_MAX];       /* a hit's validated copy */
 };
 
 /* Sets api up to submit to pg (may be NULL). */

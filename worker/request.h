@@ -192,6 +192,20 @@ void request_put(struct request_pool *p, struct request **rp);
 void request_reply(struct request *r, int status, const char *body,
                    size_t body_len, const char *extra, size_t extra_len);
 
+/*
+ * request_reply() for a handler answering at once (not deferred, nothing
+ * earlier owed on the connection) with a body read from memory that
+ * another process may be writing (the shared cache): the body is copied
+ * straight into the connection's output, and valid(arg) is asked after
+ * that copy (and after the serialise hooks read it) and before the
+ * answer is committed.  Returns 0 when answered; -1 when valid() said no
+ * or the request does not qualify: then nothing was sent or changed, and
+ * the caller answers some other way.
+ */
+int request_reply_validated(struct request *r, int status, const char *body,
+                            size_t body_len, bool (*valid)(void *arg),
+                            void *arg);
+
 /* The same with the JSON error body {"error":{"message":..,"code":..}}. */
 void request_error(struct request *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

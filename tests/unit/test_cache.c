@@ -17,7 +17,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "cache.h"
+#include "response.h"
 
 static void
 fill(struct cache *c, uint32_t kind, uint64_t id, const char *body,
@@ -167,6 +169,58 @@ test_eviction_and_size(void **state)
     cache_close(&c);
 }
 
+/*
+ * The hit path's one copy: cache_view() then response_write() straight
+ * into an output queue, validated before the commit.  A writer that
+ * claims the slot in between makes the write commit nothing.
+ */
+static void
+test_view_copy_validated_before_commit(void **state)
+{
+    struct cache *c = cache_open(1 << 20);
+    struct bufpool pool;
+    struct outq q;
+    struct cache_view v;
+    struct response resp;
+    long n;
+
+    (void)state;
+    bufpool_init(&pool, 16384, 4);
+    outq_init(&q);
+    fill(c, CACHE_USER, 3, "{\"id\":3}", NULL);
+    assert_true(cache_view(c, CACHE_USER, 3, 0, &v, NULL));
+    assert_int_equal(v.len, 8);
+    assert_int_equal(v.status, 200);
+    resp = (struct response){.status = v.status,
+                             .body = v.body,
+                             .body_len = v.len,
+                             .keep_alive = true,
+                             .valid = cache_view_valid,
+                             .valid_arg = &v};
+    /* another writer replaces the entry after the view was taken */
+    fill(c, CACHE_USER, 3, "{\"id\":3,\"x\":1}", NULL);
+    assert_int_equal(response_write(&q, &pool, &resp), -2);
+    assert_int_equal(q.bytes, 0);
+    /* a fresh view commits, body included */
+    assert_true(cache_view(c, CACHE_USER, 3, 0, &v, NULL));
+    resp.body = v.body;
+    resp.body_len = v.len;
+    n = response_write(&q, &pool, &resp);
+    assert_true(n > (long)v.len);
+    assert_int_equal(q.bytes, (uint64_t)n);
+    assert_memory_equal(q.tail->data + q.tail->end - v.len,
+                        "{\"id\":3,\"x\":1}", v.len);
+    /* a miss counts as one */
+    {
+        struct cache_stats st = {0};
+        assert_false(cache_view(c, CACHE_USER, 4, 0, &v, &st));
+        assert_int_equal(st.misses, 1);
+    }
+    outq_clear(&q, &pool);
+    bufpool_fini(&pool);
+    cache_close(&c);
+}
+
 /* A writer stopped mid-write (between claim and publish) and killed. */
 static void
 test_killed_writer_reclaimed(void **state)
@@ -223,6 +277,7 @@ main(void)
         cmocka_unit_test(test_flush_hides_everything),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_eviction_and_size),
+        cmocka_unit_test(test_view_copy_validated_before_commit),
         cmocka_unit_test(test_killed_writer_reclaimed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
