@@ -43,7 +43,7 @@ STAT_BIN := $(if $(wildcard shm/apiarystat.c),$(BUILD)/apiarystat)
 
 .PHONY: all run test unit replay integration sanitize fuzz lint format \
         install clean deps nometrics
-all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor $(BUILD)/loadgen
+all: $(BUILD)/apiaryd $(STAT_BIN) $(BUILD)/floor $(BUILD)/loadgen $(BUILD)/cache-torture
 
 $(BUILD)/.flags: FORCE
 	@mkdir -p $(BUILD)
@@ -73,6 +73,10 @@ $(BUILD)/floor: $(BUILD)/scripts/floor.o
 $(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/scripts/loadgen_hist.o
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ -lm
 
+# The shared cache's multi-process stress, SIGKILL and speed runs.
+$(BUILD)/cache-torture: tests/cache_torture.c $(BUILD)/libapiary.a $(BUILD)/.flags
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/libapiary.a -lpthread
+
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(BUILD)/libapiary.a $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes \
@@ -92,8 +96,10 @@ nometrics:
 deps:
 	@scripts/deps.sh build test
 
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(BUILD)/cache-torture
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	$(BUILD)/cache-torture stress 4 1
+	$(BUILD)/cache-torture kill 100
 
 # Every committed corpus file and past crash, replayed under the gcc build.
 replay: $(REPLAY_BIN)

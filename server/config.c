@@ -95,6 +95,11 @@ static const struct key keys[] = {
      "create the metrics segment and record every request"},
     {"status_page", K_BOOL, F(status_page), 0, 1,
      "serve the live status page GET /status and its GET /status.json"},
+    /* shared cache (issue 7, shm/cache.h) */
+    {"cache_size", K_SIZE, F(cache_size), 0, 68719476736ULL,
+     "shared response cache size, at least 64k (0: no cache)"},
+    {"cache_ttl_ms", K_INT, F(cache_ttl_ms), 0, 86400000,
+     "cached bodies expire after this (0: only writes invalidate)"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -132,6 +137,8 @@ config_defaults(struct config *c)
     strlcpy(c->name, "apiary", sizeof(c->name));
     c->metrics = true;
     c->status_page = false;
+    c->cache_size = 64ull << 20;
+    c->cache_ttl_ms = 0;
 }
 
 static const struct key *

@@ -54,6 +54,9 @@ struct config {
     char name[32];    /* instance: shm segment /apiary-<name>-metrics */
     bool metrics;     /* create the segment and record requests */
     bool status_page; /* GET /status and /status.json */
+    /* shared cache (issue 7) */
+    uint64_t cache_size;   /* bytes; 0: no cache */
+    uint32_t cache_ttl_ms; /* 0: entries live until invalidated */
 };
 
 /* Fills c with the built-in defaults. */

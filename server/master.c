@@ -39,6 +39,7 @@
 #include <bsd/unistd.h>
 
 #include "balance.h"
+#include "cache.h"
 #include "listen.h"
 #include "log.h"
 #include "metrics.h"
@@ -193,6 +194,7 @@ reap(bool shutting_down)
         }
         s->pid = 0;
         metrics_worker_gone(metrics, pid, s->id, generation, s->block);
+        (void)cache_worker_gone(cache_shared(), pid); /* its claims */
         if (balance_served(s->id))
             ever_served = true;
         balance_reset(s->id);
@@ -315,6 +317,13 @@ master_run(struct config *cfg, int daemonize)
         log_warn("mmap() for the balance counters failed: %s; connections "
                  "may spread unevenly",
                  strerror(errno));
+    if (cfg->cache_size && cache_open(cfg->cache_size) == NULL) {
+        log_error("cannot map the shared cache (cache_size = %llu bytes, "
+                  "at least 64k): %s; not starting",
+                  (unsigned long long)cfg->cache_size, strerror(errno));
+        pidfile_remove(pfh);
+        return 1;
+    }
     if (cfg->metrics) {
         if (metrics_create(&metrics_seg, cfg->name, nslots, APIARY_VERSION) <
             0) {

@@ -102,6 +102,10 @@ enum {
       "Cache reads retried after a concurrent write")                          \
     X(cache_reclaimed, "apiary_cache_reclaimed_total",                         \
       "Cache slots reclaimed from dead writers")                               \
+    X(cache_stale_fills, "apiary_cache_stale_fills_refused_total",             \
+      "Cache fills refused because the key was written meanwhile")             \
+    X(cache_flushes, "apiary_cache_flushes_total",                             \
+      "Whole-cache invalidations (database reconnects)")                       \
     X(ratelimit_limited, "apiary_ratelimit_limited_total",                     \
       "Requests refused by the rate limiter (429)")                            \
     X(ratelimit_allowed, "apiary_ratelimit_allowed_total",                     \

@@ -125,17 +125,16 @@ copy_for_log(struct request *r)
     }
 }
 
-void
-request_reply(struct request *r, int status, const char *body, size_t body_len,
-              const char *extra, size_t extra_len)
-{
-    request_reply_type(r, status, NULL, body, body_len, extra, extra_len);
-}
-
-void
-request_reply_type(struct request *r, int status, const char *content_type,
-                   const char *body, size_t body_len, const char *extra,
-                   size_t extra_len)
+/*
+ * The one way an answer is given: request_reply(), request_reply_type()
+ * and request_reply_validated() (valid set) all come here.  Returns -1
+ * (r untouched, its request timer still running) when valid() refuses the
+ * copied body; 0 otherwise.
+ */
+static int
+reply(struct request *r, int status, const char *content_type, const char *body,
+      size_t body_len, const char *extra, size_t extra_len,
+      bool (*valid)(void *arg), void *valid_arg)
 {
     struct conn *c = r->c;
     struct conn_ctx *ctx;
@@ -148,12 +147,11 @@ request_reply_type(struct request *r, int status, const char *content_type,
         log_error("request answered twice or after its client left "
                   "(status %d): a bug",
                   status);
-        return;
+        return 0;
     }
     ctx = c->ctx;
     r->answered = true;
     r->status = status;
-    timer_stop(&r->timer);
     if (!r->keep_alive || (ctx->draining && last_answer(c, r)))
         r->close_after = true;
 
@@ -167,6 +165,8 @@ request_reply_type(struct request *r, int status, const char *content_type,
         .keep_alive = !r->close_after,
         .no_body_headers = status == 204 || status == 304 || status < 200,
         .content_type = content_type,
+        .valid = valid,
+        .valid_arg = valid_arg,
     };
     if (ctx->hooks.nserialise) {
         static struct hdrbuf h;
@@ -188,6 +188,14 @@ request_reply_type(struct request *r, int status, const char *content_type,
     direct = c->owed_head == NULL || c->owed_head == r;
     q = direct ? &c->out : &r->out;
     n = response_write(q, &ctx->out_pool, &resp);
+    if (n == -2) {
+        /* torn copy (request_reply_validated): as if never answered */
+        r->answered = false;
+        r->status = 0;
+        r->close_after = false;
+        return -1;
+    }
+    timer_stop(&r->timer); /* committed: the request timeout is over */
     if (n < 0) {
         log_error("out of memory queueing a response on fd %d", c->w.fd);
         r->status = 503;
@@ -197,7 +205,7 @@ request_reply_type(struct request *r, int status, const char *content_type,
             finished(c, r);
         }
         conn_close(c, "out of memory");
-        return;
+        return 0;
     }
     r->bytes_out = (uint64_t)n;
     if (!direct) {
@@ -206,13 +214,42 @@ request_reply_type(struct request *r, int status, const char *content_type,
             r->queued = true;
             enqueue(c, r);
         }
-        return; /* waits for the answers before it */
+        return 0; /* waits for the answers before it */
     }
     if (r->queued)
         (void)dequeue(c); /* it was the head */
     finished(c, r);
     flush_ready(c);
     conn_answers_moved(c);
+    return 0;
+}
+
+void
+request_reply(struct request *r, int status, const char *body, size_t body_len,
+              const char *extra, size_t extra_len)
+{
+    (void)reply(r, status, NULL, body, body_len, extra, extra_len, NULL, NULL);
+}
+
+void
+request_reply_type(struct request *r, int status, const char *content_type,
+                   const char *body, size_t body_len, const char *extra,
+                   size_t extra_len)
+{
+    (void)reply(r, status, content_type, body, body_len, extra, extra_len, NULL,
+                NULL);
+}
+
+int
+request_reply_validated(struct request *r, int status, const char *body,
+                        size_t body_len, bool (*valid)(void *arg), void *arg)
+{
+    /* only an answer given at once, written straight to the connection:
+     * nothing to undo but the fields reply() sets */
+    if (r->magic != REQUEST_MAGIC || r->answered || r->c == NULL || r->queued ||
+        request_owes_earlier(r))
+        return -1;
+    return reply(r, status, NULL, body, body_len, NULL, 0, valid, arg);
 }
 
 void
@@ -315,4 +352,12 @@ answer_continue(struct conn *c)
         return;
     }
     conn_queue_output(c);
+}
+
+bool
+request_owes_earlier(const struct request *r)
+{
+    const struct conn *c = r->c;
+
+    return c && c->owed_head != NULL && c->owed_head != r;
 }

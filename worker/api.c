@@ -32,6 +32,34 @@
  * alone cost the server more than the rest of a list query: to_char(),
  * or extract(epoch) * 1000000, which is numeric arithmetic per row and,
  * below a LIMIT ... OFFSET, per skipped row as well.
+ *
+ * Shared cache (shm/cache.h, SPEC 5 and 12).  GET /users/{id} and GET
+ * /orders/{id} look in the cache first; a hit is answered at once: the
+ * stored body is copied straight from the mapping into the connection's
+ * output, and the copy is validated before it is committed (a torn copy
+ * is dropped and the database asked); no database, no allocation.  A miss
+ * takes a ticket before its query is sent and fills the cache with its
+ * 200 answer; a write that committed meanwhile invalidated the key after
+ * the ticket was taken, so that fill is refused or never served (cache.c
+ * explains the epochs).  Writes (PATCH and DELETE of a user, an order's
+ * status) invalidate their key when their result arrives, i.e. after the
+ * commit (pg.h: a write's result waits for its batch's sync) and before
+ * the answer is sent; also when the result is lost (503), as the write
+ * may have committed.  Each of these statements also calls pg_notify() on
+ * API_CACHE_CHANNEL in its transaction (in the RETURNING list of its
+ * data-modifying CTE, so it runs once per row changed, and only if the
+ * transaction commits is it delivered); every worker LISTENs on its own
+ * connection (pg.h) and invalidates what any host changed
+ * (api_cache_notify).  Hits are served only while this worker's
+ * connection is READY, i.e. listening.  After a reconnect, notifications
+ * may have been missed, so the worker flushes the cache (one atomic add
+ * of the flush epoch; api_cache_ready): everything filled or ticketed
+ * before is dropped.  The LISTEN is in place before the flush, so a
+ * commit is either before the flush (dropped) or notified.  A worker's
+ * first connection flushes too: during a respawn no worker of this host
+ * may have been listening.  A read pipelined behind an unanswered
+ * request of the same connection skips the cache: it must not overtake
+ * that client's own earlier write (pg.h, origin).
  */
 #include "api.h"
 #include "api_priv.h"
@@ -41,6 +69,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 
@@ -77,7 +106,8 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
          "u AS (UPDATE users SET name = coalesce($2, users.name), "
          "email = coalesce($3, users.email), updated_at = now() FROM old, t "
          "WHERE users.id = old.id AND NOT t.taken "
-         "RETURNING users.id, users.name, users.email, users.created_at), "
+         "RETURNING users.id, users.name, users.email, users.created_at, "
+         "pg_notify('" API_CACHE_CHANNEL "', 'user:' || users.id) AS n), "
          "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
          "detail) SELECT u.id, 'updated', 'user', u.id, jsonb_build_object("
          "'before', jsonb_build_object('name', old.name, 'email', old.email), "
@@ -91,7 +121,8 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
          "WITH b AS (SELECT EXISTS (SELECT 1 FROM orders WHERE user_id = $1) "
          "AS busy), "
          "d AS (DELETE FROM users WHERE id = $1 AND NOT (SELECT busy FROM b) "
-         "RETURNING id, name, email), "
+         "RETURNING id, name, email, "
+         "pg_notify('" API_CACHE_CHANNEL "', 'user:' || id) AS n), "
          "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
          "detail) SELECT id, 'deleted', 'user', id, "
          "jsonb_build_object('name', name, 'email', email) FROM d) "
@@ -157,7 +188,8 @@ static const struct pg_stmt_def stmts[S_COUNT] = {
          "FOR UPDATE), "
          "upd AS (UPDATE orders o SET status = $2, updated_at = now() "
          "FROM cur WHERE o.id = cur.id AND cur.status = 'pending' "
-         "RETURNING o.*), "
+         "RETURNING o.*, "
+         "pg_notify('" API_CACHE_CHANNEL "', 'order:' || o.id) AS n), "
          "a AS (INSERT INTO audit_log (user_id, action, entity, entity_id, "
          "detail) SELECT user_id, 'order_status', 'order', id, "
          "jsonb_build_object('from', 'pending', 'to', status) FROM upd) "
@@ -214,6 +246,48 @@ api_jbuf(struct apireq *a)
 }
 
 void
+api_set_cache(struct api *api, struct cache *cache, uint32_t ttl_ms)
+{
+    api->cache = cache;
+    api->cache_ttl_ms = ttl_ms;
+}
+
+void
+api_cache_notify(struct api *api, const char *payload)
+{
+    static const struct {
+        const char *prefix;
+        size_t len;
+        enum cache_kind kind;
+    } kinds[] = {{"user:", 5, CACHE_USER}, {"order:", 6, CACHE_ORDER}};
+    int64_t id;
+
+    if (api->cache == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        if (strncmp(payload, kinds[i].prefix, kinds[i].len) != 0)
+            continue;
+        if (!api_parse_id(payload + kinds[i].len,
+                          strlen(payload + kinds[i].len), &id))
+            break;
+        cache_invalidate(api->cache, kinds[i].kind, (uint64_t)id,
+                         &api->cache_stats);
+        return;
+    }
+    log_warn("unexpected notification on " API_CACHE_CHANNEL
+             ": \"%.64s\"; flushing the cache",
+             payload);
+    cache_flush(api->cache, &api->cache_stats);
+}
+
+void
+api_cache_ready(struct api *api)
+{
+    if (api->cache)
+        cache_flush(api->cache, &api->cache_stats);
+}
+
+void
 api_init(struct api *api, struct pg *pg)
 {
     api->magic = API_MAGIC;
@@ -221,6 +295,9 @@ api_init(struct api *api, struct pg *pg)
     api->free_list = NULL;
     api->nfree = 0;
     memset(&api->jb, 0, sizeof(api->jb));
+    api->cache = NULL;
+    api->cache_ttl_ms = 0;
+    memset(&api->cache_stats, 0, sizeof(api->cache_stats));
 }
 
 void
@@ -276,6 +353,10 @@ api_done(struct pg_query *q, const PGresult *res, const char *err)
     struct apireq *a = container_of(q, struct apireq, q);
 
     a->in_pg = false;
+    /* a write: after its commit (or its loss), before its answer */
+    if (a->inval_kind && a->api->cache)
+        cache_invalidate(a->api->cache, a->inval_kind, (uint64_t)a->id,
+                         &a->api->cache_stats);
     if (!a->answered) {
         if (res == NULL)
             api_error(a, 503, "Database unavailable: %s", err);
@@ -387,6 +468,65 @@ api_send_by_id(struct request *r, const char *what, enum api_stmt stmt,
     api_send(r, a);
 }
 
+/* CLOCK_MONOTONIC ms for the TTL, 0 when no TTL is set (none needed). */
+static uint64_t
+cache_now_ms(const struct api *api)
+{
+    struct timespec ts;
+
+    if (api->cache_ttl_ms == 0)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void
+api_send_cached(struct request *r, const char *what, enum cache_kind kind,
+                enum api_stmt stmt, api_result_fn on_result)
+{
+    struct api *api = r->match.route->arg;
+    struct cache_ticket t;
+    bool ticketed = false;
+    struct apireq *a;
+    int64_t id;
+
+    if (!api_path_id(r, 0, what, &id))
+        return;
+    if (api->cache && pg_is_ready(api->pg) && !request_owes_earlier(r)) {
+        struct cache_view v;
+        /* a hit: one copy, from the mapping into the connection's
+         * output, validated before it is committed (request.h) */
+        if (cache_view(api->cache, kind, (uint64_t)id, cache_now_ms(api), &v,
+                       &api->cache_stats)) {
+            if (request_reply_validated(r, v.status, v.body, v.len,
+                                        cache_view_valid, &v) == 0) {
+                api->cache_stats.hits++;
+                return;
+            }
+            api->cache_stats.retries++; /* torn: ask the database */
+            api->cache_stats.misses++;
+        }
+        cache_ticket(api->cache, kind, (uint64_t)id, &t);
+        ticketed = true;
+    }
+    a = api_begin(r, stmt, on_result);
+    if (a == NULL)
+        return;
+    a->id = id;
+    if (ticketed) {
+        a->fill_kind = (uint8_t)kind;
+        a->ticket = t;
+    }
+    api_param_i64(a, id);
+    api_send(r, a);
+}
+
+void
+api_invalidates(struct apireq *a, enum cache_kind kind)
+{
+    a->inval_kind = (uint8_t)kind;
+}
+
 void
 api_resubmit(struct apireq *a, enum api_stmt stmt, api_result_fn on_result)
 {
@@ -416,6 +556,10 @@ api_reply(struct apireq *a, int status, const char *extra, size_t extra_len)
         request_error(r, 503, "Out of memory");
         return;
     }
+    if (a->fill_kind && status == 200 && a->api->cache)
+        (void)cache_put(a->api->cache, &a->ticket, status, jb->p, jb->len,
+                        a->api->cache_ttl_ms, cache_now_ms(a->api),
+                        &a->api->cache_stats);
     request_reply(r, status, jb->p, jb->len, extra, extra_len);
 }
 
@@ -487,6 +631,14 @@ api_found(struct apireq *a, const PGresult *res, const char *what)
 /* ---- validation ---- */
 
 /* Positive int64 from decimal digits only. */
+static bool parse_pos_i64(const char *s, size_t n, int64_t *out);
+
+bool
+api_parse_id(const char *s, size_t n, int64_t *out)
+{
+    return parse_pos_i64(s, n, out);
+}
+
 static bool
 parse_pos_i64(const char *s, size_t n, int64_t *out)
 {

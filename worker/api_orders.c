@@ -228,7 +228,7 @@ void
 api_orders_get(struct request *r, void *arg)
 {
     (void)arg;
-    api_send_by_id(r, "order", S_ORDER_GET, got_order, false);
+    api_send_cached(r, "order", CACHE_ORDER, S_ORDER_GET, got_order);
 }
 
 /* ---- PATCH /orders/{id} ---- */
@@ -277,6 +277,7 @@ api_orders_patch(struct request *r, void *arg)
     if (a == NULL)
         goto out;
     a->id = id;
+    api_invalidates(a, CACHE_ORDER);
     api_param_i64(a, id);
     api_param(a, status, strlen(status));
     api_send(r, a);

@@ -55,7 +55,10 @@ struct apireq {
     int64_t user_id; /* POST /orders */
     bool in_pg;
     bool answered;
-    bool retried; /* POST /orders: the idempotency lookup ran */
+    bool retried;       /* POST /orders: the idempotency lookup ran */
+    uint8_t fill_kind;  /* a cache miss: fill with ticket once answered */
+    uint8_t inval_kind; /* a write: invalidate (kind, id) on completion */
+    struct cache_ticket ticket;
     size_t used;
     struct apireq *next_free;
     char canon[64]; /* POST /orders: canonical request, for the key */
@@ -84,6 +87,16 @@ void api_send(struct request *r, struct apireq *a);
  */
 void api_send_by_id(struct request *r, const char *what, enum api_stmt stmt,
                     api_result_fn on_result, bool paged);
+/*
+ * GET /users/{id} and GET /orders/{id}: answers from the shared cache when
+ * it can (a hit: no database, no allocation), else like api_send_by_id()
+ * and fills the cache with a 200 answer (api.c, "Shared cache").
+ */
+void api_send_cached(struct request *r, const char *what, enum cache_kind kind,
+                     enum api_stmt stmt, api_result_fn on_result);
+/* A write of (kind, a->id): invalidated when its result (or failure)
+ * arrives, before it is answered. */
+void api_invalidates(struct apireq *a, enum cache_kind kind);
 /* From a result callback: submit again with another statement. */
 void api_resubmit(struct apireq *a, enum api_stmt stmt,
                   api_result_fn on_result);
@@ -113,6 +126,9 @@ json_t *api_body(struct request *r);
 /* Fails (400) on a key not in allowed (NULL-terminated). */
 bool api_only_fields(struct request *r, json_t *obj,
                      const char *const *allowed);
+
+/* A positive decimal int64, digits only (path ids, notification ids). */
+bool api_parse_id(const char *s, size_t n, int64_t *out);
 
 /* Validators shared with the unit tests. */
 bool api_valid_email(const char *s, size_t n);

@@ -73,7 +73,7 @@ void
 api_users_get(struct request *r, void *arg)
 {
     (void)arg;
-    api_send_by_id(r, "user", S_USER_GET, got_user, false);
+    api_send_cached(r, "user", CACHE_USER, S_USER_GET, got_user);
 }
 
 /* ---- GET /users ---- */
@@ -306,6 +306,7 @@ api_users_patch(struct request *r, void *arg)
     if (a == NULL)
         goto out;
     a->id = id;
+    api_invalidates(a, CACHE_USER);
     api_param_i64(a, id);
     api_param(a, name, name_len);
     api_param(a, email, email_len);
@@ -339,8 +340,19 @@ deleted_user(struct apireq *a, const PGresult *res)
 void
 api_users_delete(struct request *r, void *arg)
 {
+    struct apireq *a;
+    int64_t id;
+
     (void)arg;
-    api_send_by_id(r, "user", S_USER_DELETE, deleted_user, false);
+    if (!api_path_id(r, 0, "user", &id))
+        return;
+    a = api_begin(r, S_USER_DELETE, deleted_user);
+    if (a == NULL)
+        return;
+    a->id = id;
+    api_invalidates(a, CACHE_USER);
+    api_param_i64(a, id);
+    api_send(r, a);
 }
 
 /* ---- GET /users/{id}/orders ---- */

@@ -53,36 +53,51 @@ debug_worker(struct request *r, void *arg)
 {
     const struct worker *wk = arg;
     const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
-    char body[768];
+    const struct cache_stats *cs = &wk->api.cache_stats;
+    char body[1536];
     int n;
 
-    n = snprintf(body, sizeof(body),
-                 "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
-                 "\"active\":%u,\"requests\":%llu,\"yields\":%llu,"
-                 "\"db_ready\":%s,\"db_queries\":%llu,\"db_errors\":%llu,"
-                 "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
-                 "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
-                 "\"db_batches\":%llu,"
-                 "\"db_batch_retries\":%llu,\"db_resent\":%llu,"
-                 "\"db_lock_retries\":%llu,"
-                 "\"db_dropped\":%llu,\"allocs\":%llu,"
-                 "\"generation\":%u,\"log_dropped\":%llu}",
-                 wk->id, (int)getpid(), (unsigned long long)wk->accepted,
-                 wk->conns.nconns, (unsigned long long)wk->conns.nrequests,
-                 (unsigned long long)wk->yields,
-                 pg_is_ready(wk->pg) ? "true" : "false",
-                 ps ? (unsigned long long)ps->queries : 0ULL,
-                 ps ? (unsigned long long)ps->errors : 0ULL,
-                 ps ? (unsigned long long)ps->reconnects : 0ULL,
-                 ps ? ps->in_flight : 0u, ps ? ps->queued : 0u,
-                 ps ? ps->batched : 0u, ps ? ps->max_in_flight : 0u,
-                 ps ? (unsigned long long)ps->batches : 0ULL,
-                 ps ? (unsigned long long)ps->batch_retries : 0ULL,
-                 ps ? (unsigned long long)ps->resent : 0ULL,
-                 ps ? (unsigned long long)ps->lock_retries : 0ULL,
-                 ps ? (unsigned long long)ps->dropped : 0ULL,
-                 (unsigned long long)buf_allocs, wk->generation,
-                 (unsigned long long)log_dropped_lines());
+    n = snprintf(
+        body, sizeof(body),
+        "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
+        "\"active\":%u,\"requests\":%llu,\"yields\":%llu,"
+        "\"db_ready\":%s,\"db_queries\":%llu,\"db_errors\":%llu,"
+        "\"db_reconnects\":%llu,\"db_in_flight\":%u,"
+        "\"db_queued\":%u,\"db_batched\":%u,\"db_max_in_flight\":%u,"
+        "\"db_batches\":%llu,"
+        "\"db_batch_retries\":%llu,\"db_resent\":%llu,"
+        "\"db_lock_retries\":%llu,"
+        "\"db_dropped\":%llu,\"allocs\":%llu,"
+        "\"generation\":%u,\"log_dropped\":%llu,"
+        "\"db_notifies\":%llu,\"cache\":%s,\"cache_hits\":%llu,"
+        "\"cache_misses\":%llu,\"cache_inserts\":%llu,"
+        "\"cache_evictions\":%llu,\"cache_invalidations\":%llu,"
+        "\"cache_retries\":%llu,\"cache_reclaimed\":%llu,"
+        "\"cache_stale_fills_refused\":%llu,\"cache_flushes\":%llu,"
+        "\"cache_not_stored\":%llu}",
+        wk->id, (int)getpid(), (unsigned long long)wk->accepted,
+        wk->conns.nconns, (unsigned long long)wk->conns.nrequests,
+        (unsigned long long)wk->yields, pg_is_ready(wk->pg) ? "true" : "false",
+        ps ? (unsigned long long)ps->queries : 0ULL,
+        ps ? (unsigned long long)ps->errors : 0ULL,
+        ps ? (unsigned long long)ps->reconnects : 0ULL, ps ? ps->in_flight : 0u,
+        ps ? ps->queued : 0u, ps ? ps->batched : 0u,
+        ps ? ps->max_in_flight : 0u,
+        ps ? (unsigned long long)ps->batches : 0ULL,
+        ps ? (unsigned long long)ps->batch_retries : 0ULL,
+        ps ? (unsigned long long)ps->resent : 0ULL,
+        ps ? (unsigned long long)ps->lock_retries : 0ULL,
+        ps ? (unsigned long long)ps->dropped : 0ULL,
+        (unsigned long long)buf_allocs, wk->generation,
+        (unsigned long long)log_dropped_lines(),
+        ps ? (unsigned long long)ps->notifies : 0ULL,
+        wk->api.cache ? "true" : "false", (unsigned long long)cs->hits,
+        (unsigned long long)cs->misses, (unsigned long long)cs->inserts,
+        (unsigned long long)cs->evictions,
+        (unsigned long long)cs->invalidations, (unsigned long long)cs->retries,
+        (unsigned long long)cs->reclaimed,
+        (unsigned long long)cs->stale_fills_refused,
+        (unsigned long long)cs->flushes, (unsigned long long)cs->not_stored);
     request_reply(r, 200, body, (size_t)n, NULL, 0);
 }
 

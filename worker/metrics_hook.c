@@ -10,6 +10,8 @@
  */
 #include "metrics_hook.h"
 
+#include "cache.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -113,12 +115,14 @@ metrics_hook_attach(struct metrics_hook *h, struct request_hooks *hooks,
 
 void
 metrics_hook_sync(struct metrics_hook *h, const struct conn_ctx *conns,
-                  const struct pg *pg, uint64_t accepted, uint64_t now_us)
+                  const struct pg *pg, const struct cache_stats *cache,
+                  uint64_t accepted, uint64_t now_us)
 {
 #ifdef APIARY_NO_METRICS
     (void)h;
     (void)conns;
     (void)pg;
+    (void)cache;
     (void)accepted;
     (void)now_us;
 #else
@@ -139,6 +143,17 @@ metrics_hook_sync(struct metrics_hook *h, const struct conn_ctx *conns,
         METRICS_SET(b->c.db_queries, ps->queries);
         METRICS_SET(b->c.db_errors, ps->errors);
         METRICS_SET(b->c.db_reconnects, ps->reconnects);
+    }
+    if (cache) {
+        METRICS_SET(b->c.cache_hits, cache->hits);
+        METRICS_SET(b->c.cache_misses, cache->misses);
+        METRICS_SET(b->c.cache_inserts, cache->inserts);
+        METRICS_SET(b->c.cache_evictions, cache->evictions);
+        METRICS_SET(b->c.cache_invalidations, cache->invalidations);
+        METRICS_SET(b->c.cache_retries, cache->retries);
+        METRICS_SET(b->c.cache_reclaimed, cache->reclaimed);
+        METRICS_SET(b->c.cache_stale_fills, cache->stale_fills_refused);
+        METRICS_SET(b->c.cache_flushes, cache->flushes);
     }
     if (now_us)
         METRICS_SET(b->heartbeat_us, now_us);

@@ -603,7 +603,10 @@ prep_result(struct pg *pg, PGresult *res)
         return 0;
     }
     if (i >= pg->prep_results || st != PGRES_COMMAND_OK) {
-        if (i > pg->nstmts)
+        if (i == pg->nstmts + 1 && pg->ev.listen)
+            snprintf(msg, sizeof(msg), "LISTEN %s failed: %s", pg->ev.listen,
+                     PQresultErrorMessage(res));
+        else if (i > pg->nstmts)
             snprintf(msg, sizeof(msg), "setting lock_timeout failed: %s",
                      PQresultErrorMessage(res));
         else
@@ -628,13 +631,14 @@ prep_result(struct pg *pg, PGresult *res)
 static void
 connected(struct pg *pg)
 {
-    char set[64];
+    char set[64], listen[96];
 
     if (PQsetnonblocking(pg->conn, 1) < 0 || !PQenterPipelineMode(pg->conn))
         goto fail;
     pg->state = PG_PREPARING;
     pg->prep_seen = 0;
-    pg->prep_results = pg->nstmts + 1 + (pg->lock_wait_ms ? 1 : 0);
+    pg->prep_results =
+        pg->nstmts + 1 + (pg->lock_wait_ms ? 1 : 0) + (pg->ev.listen ? 1 : 0);
     if (!PQsendQueryParams(pg->conn, SCHEMA_QUERY, 0, NULL, NULL, NULL, NULL,
                            0))
         goto fail;
@@ -642,6 +646,12 @@ connected(struct pg *pg)
         if (!PQsendPrepare(pg->conn, pg->stmts[i].name, pg->stmts[i].sql,
                            pg->stmts[i].nparams, NULL))
             goto fail;
+    if (pg->ev.listen) {
+        /* heard from the sync on, before ready (pg.h, pg_events) */
+        snprintf(listen, sizeof(listen), "LISTEN %s", pg->ev.listen);
+        if (!PQsendQueryParams(pg->conn, listen, 0, NULL, NULL, NULL, NULL, 0))
+            goto fail;
+    }
     if (pg->lock_wait_ms) {
         snprintf(set, sizeof(set), "SET lock_timeout = %u", pg->lock_wait_ms);
         if (!PQsendQueryParams(pg->conn, set, 0, NULL, NULL, NULL, NULL, 0))
@@ -1107,6 +1117,20 @@ drain(struct pg *pg)
     return 0;
 }
 
+/* Hands every notification libpq has parsed to the owner (pg.h). */
+static void
+notifications(struct pg *pg)
+{
+    PGnotify *n;
+
+    while (pg->conn && (n = PQnotifies(pg->conn)) != NULL) {
+        pg->stats.notifies++;
+        if (pg->ev.notify)
+            pg->ev.notify(pg->ev.arg, n->extra);
+        PQfreemem(n);
+    }
+}
+
 static void
 pg_event(struct loop *loop, struct loop_watch *w, uint32_t events)
 {
@@ -1139,6 +1163,7 @@ pg_event(struct loop *loop, struct loop_watch *w, uint32_t events)
         }
         if (pg->conn == NULL)
             return; /* a callback's failure path closed it */
+        notifications(pg);
         if (PQstatus(pg->conn) == CONNECTION_BAD) {
             lost(pg, PQerrorMessage(pg->conn));
             return;

@@ -164,11 +164,19 @@ enum pg_submit_result { PG_OK = 0, PG_E_DOWN = -1, PG_E_FULL = -2 };
  *               it ("the database schema lacks migration 0002_x.sql: ...").
  *               The connection is already closed and a new attempt
  *               scheduled at PG_BACKOFF_MAX_MS; the callback may exit.
+ *   notify      a notification arrived on channel `listen` (payload as
+ *               sent; pg frees it after the call).  With listen set, pg
+ *               sends LISTEN with the statements it prepares, so the
+ *               channel is heard before `ready` is told (SPEC 12: nothing
+ *               committed after ready is missed; what was committed while
+ *               the connection was down is the owner's to recover).
  */
 struct pg_events {
     void (*ready)(void *arg);
     void (*schema_old)(void *arg, const char *diag);
     void *arg;
+    void (*notify)(void *arg, const char *payload);
+    const char *listen; /* a plain identifier; NULL: no LISTEN */
 };
 
 struct pg_stats {
@@ -182,6 +190,7 @@ struct pg_stats {
     uint64_t lock_retries;  /* statements sent again after a lock wait */
     uint64_t dropped;       /* cancelled before being sent (again); not in
                                queries */
+    uint64_t notifies;      /* notifications received (pg_events.notify) */
     uint32_t in_flight;     /* now */
     uint32_t queued;        /* now, waiting for pipeline room */
     uint32_t batched;       /* now, waiting for the next batch */

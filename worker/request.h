@@ -200,6 +200,20 @@ void request_reply_type(struct request *r, int status, const char *content_type,
                         const char *body, size_t body_len, const char *extra,
                         size_t extra_len);
 
+/*
+ * request_reply() for a handler answering at once (not deferred, nothing
+ * earlier owed on the connection) with a body read from memory that
+ * another process may be writing (the shared cache): the body is copied
+ * straight into the connection's output, and valid(arg) is asked after
+ * that copy (and after the serialise hooks read it) and before the
+ * answer is committed.  Returns 0 when answered; -1 when valid() said no
+ * or the request does not qualify: then nothing was sent or changed, and
+ * the caller answers some other way.
+ */
+int request_reply_validated(struct request *r, int status, const char *body,
+                            size_t body_len, bool (*valid)(void *arg),
+                            void *arg);
+
 /* The same with the JSON error body {"error":{"message":..,"code":..}}. */
 void request_error(struct request *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -212,6 +226,13 @@ void request_error(struct request *r, int status, const char *fmt, ...)
  * out of the input buffer.  Always succeeds.
  */
 void request_defer(struct request *r, request_abort_fn abort_fn, void *arg);
+
+/*
+ * True when an earlier request of r's connection is still unanswered (a
+ * pipelined request): an answer that does not go through the database
+ * (the shared cache) must not overtake that client's own earlier write.
+ */
+bool request_owes_earlier(const struct request *r);
 
 /* The connection core's context of r (its loop, pools, settings). */
 struct conn_ctx *request_ctx(const struct request *r);

@@ -166,6 +166,8 @@ response_write(struct outq *q, struct bufpool *p, const struct response *r)
         o += body;
         body = 0;
     }
+    if (r->valid && (body || !r->valid(r->valid_arg)))
+        return -2; /* the copy may be torn: commit nothing */
     outq_commit(q, (size_t)(o - start));
     if (body && outq_append(q, p, r->body, body) < 0)
         return -1;

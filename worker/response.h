@@ -30,6 +30,15 @@ struct response {
     bool keep_alive;
     bool no_body_headers;     /* 204 / 304: no Content-Type/-Length */
     const char *content_type; /* NULL: application/json */
+    /*
+     * Optional: body is read from memory another process may be changing
+     * (the shared cache); valid(valid_arg) is asked after the body is
+     * copied and before anything is committed, and false leaves q as it
+     * was (response_write returns -2).  Only for a body that fits one
+     * chunk with the head (else -2 too).
+     */
+    bool (*valid)(void *valid_arg);
+    void *valid_arg;
 };
 
 /*
@@ -57,8 +66,9 @@ const char *response_reason(int status);
 
 /*
  * Appends the serialised response to q.  Returns the number of bytes
- * appended, or -1 when out of memory (q may then hold a partial response:
- * the caller must close the connection).
+ * appended, -1 when out of memory (q may then hold a partial response:
+ * the caller must close the connection), or -2 when r->valid said no
+ * (nothing appended).
  */
 long response_write(struct outq *q, struct bufpool *p,
                     const struct response *r);

@@ -42,6 +42,7 @@
 #include "access_log.h"
 #include "api.h"
 #include "balance.h"
+#include "cache.h"
 #include "conn.h"
 #include "handlers.h"
 #include "log.h"
@@ -384,7 +385,8 @@ before_sleep(struct loop *loop, void *arg)
         got_quit = 0;
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
-    metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, wk->accepted, 0);
+    metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats,
+                      wk->accepted, 0);
     pg_flush(wk->pg); /* this iteration's queries, as one batch */
     conn_ctx_flush(&wk->conns);
     /* connections closed by the flush: close their fds before sleeping,
@@ -411,9 +413,9 @@ tick(struct loop *loop, void *arg)
     (void)loop;
     clock_gettime(CLOCK_REALTIME, &now);
     response_date_update(now.tv_sec);
-    metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, wk->accepted,
-                      (uint64_t)now.tv_sec * 1000000 +
-                          (uint64_t)now.tv_nsec / 1000);
+    metrics_hook_sync(
+        &wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats, wk->accepted,
+        (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000);
 }
 
 /* ---- set-up ---- */
@@ -428,7 +430,19 @@ tick(struct loop *loop, void *arg)
 static void
 db_ready(void *arg)
 {
+    struct worker *wk = arg;
+
+    api_cache_ready(&wk->api); /* missed notifications: flush (api.c) */
     start_serving(arg, "database ready");
+}
+
+/* A write on some host changed a cached key (api.c, "Shared cache"). */
+static void
+db_notify(void *arg, const char *payload)
+{
+    struct worker *wk = arg;
+
+    api_cache_notify(&wk->api, payload);
 }
 
 static void
@@ -532,7 +546,8 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         char app[64];
         stmts = api_statements(&nstmts);
         snprintf(app, sizeof(app), "apiaryd worker %u", id);
-        const struct pg_events ev = {db_ready, db_schema_old, wk};
+        const struct pg_events ev = {db_ready, db_schema_old, wk, db_notify,
+                                     API_CACHE_CHANNEL};
         wk->pg = pg_new(wk->loop, cfg->database_url, stmts, nstmts,
                         cfg->statement_timeout_ms, cfg->db_lock_wait_ms,
                         cfg->db_pipeline_depth, cfg->db_queue_limit, app, &ev);
@@ -542,6 +557,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         log_warn("no database_url configured: database routes answer 503");
     }
     api_init(&wk->api, wk->pg);
+    api_set_cache(&wk->api, cache_shared(), cfg->cache_ttl_ms);
 
     router_init(&wk->router);
     if (handlers_register(&wk->router, cfg, wk) < 0 ||

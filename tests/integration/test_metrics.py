@@ -92,6 +92,7 @@ def test_metrics_endpoint_and_apiarystat_pass_promtool(server):
     assert 'le="+Inf"' in text and "apiary_http_request_duration_seconds_sum" in text
     for field in ("cache_hits", "cache_misses", "cache_inserts", "cache_evictions",
                   "cache_invalidations", "cache_retries", "cache_reclaimed",
+                  "cache_stale_fills_refused", "cache_flushes",
                   "ratelimit_limited", "ratelimit_allowed", "auth_rejected"):
         assert "\n%s_total " % ("apiary_" + field) in text, field
     promtool_check(stat(name_of(server), "-p").stdout)

@@ -122,6 +122,40 @@ handle_defer(struct request *r, void *arg)
     h.deferred[h.ndeferred++] = r;
 }
 
+/* Issue 7: request_reply_validated() with a validator saying no, then
+ * yes; the plain answer if it does not qualify (something owed). */
+static unsigned validations;
+
+static bool
+say_no(void *arg)
+{
+    (void)arg;
+    validations++;
+    return false;
+}
+
+static bool
+say_yes(void *arg)
+{
+    (void)arg;
+    validations++;
+    return true;
+}
+
+static void
+handle_validated(struct request *r, void *arg)
+{
+    static const char torn[] = "{\"torn\":1}", good[] = "{\"good\":1}";
+
+    (void)arg;
+    assert_int_equal(
+        request_reply_validated(r, 200, torn, sizeof(torn) - 1, say_no, NULL),
+        -1);
+    if (request_reply_validated(r, 200, good, sizeof(good) - 1, say_yes, NULL) <
+        0)
+        request_reply(r, 203, "{\"plain\":1}", 11, NULL, 0);
+}
+
 /* Completes the i-th deferred request with 201 "{}". */
 static void
 complete(unsigned i)
@@ -166,6 +200,10 @@ setup_ctx(uint32_t keepalive_ms, uint32_t request_timeout_ms)
     assert_int_equal(router_add(&h.router, HTTP_GET, "/defer",
                                 (router_handler_fn)handle_defer, NULL),
                      0);
+    assert_int_equal(router_add(&h.router, HTTP_GET, "/validated",
+                                (router_handler_fn)handle_validated, NULL),
+                     0);
+    validations = 0;
     assert_int_equal(conn_ctx_init(&h.ctx, h.loop, &h.router, &s), 0);
     assert_int_equal(request_hooks_add_done(&h.ctx.hooks, on_done, NULL), 0);
     loop_set_before_sleep(h.loop, before_sleep, &h.ctx);
@@ -640,6 +678,46 @@ test_serialise_hook_adds_header(void **state)
     close(fd);
 }
 
+/* Issue 7: a refused (torn) validated answer leaves no trace; the next
+ * answer is the only one sent; with an answer owed it is not tried. */
+static void
+test_validated_reply(void **state)
+{
+    const char *got, *a, *b;
+    bool eof;
+    int fd;
+
+    (void)state;
+    setup_ctx(5000, 30000);
+    fd = client_connect();
+    send_str(fd, "GET /validated HTTP/1.1\r\nHost: a\r\n\r\n");
+    got = recv_all(fd, &eof);
+    assert_int_equal(count(got, "HTTP/1.1 "), 1);
+    assert_non_null(strstr(got, "200 OK"));
+    assert_non_null(strstr(got, "Content-Length: 10\r\n"));
+    assert_non_null(strstr(got, "{\"good\":1}"));
+    assert_null(strstr(got, "torn"));
+    assert_int_equal(validations, 2);
+    assert_int_equal(h.ndone, 1);
+    assert_int_equal(h.done[0].status, 200);
+
+    /* behind a deferred request: refused before any copy, plain answer */
+    send_str(fd, "GET /defer HTTP/1.1\r\nHost: a\r\n\r\n"
+                 "GET /validated HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_int_equal(validations, 2);
+    assert_string_equal(recv_all(fd, &eof), "");
+    complete(0);
+    pump();
+    got = recv_all(fd, &eof);
+    assert_int_equal(count(got, "HTTP/1.1 "), 2);
+    a = strstr(got, "201 Created");
+    b = strstr(got, "203 ");
+    assert_true(a && b && a < b);
+    assert_null(strstr(got, "torn"));
+    assert_int_equal(h.ndone, 3);
+    close(fd);
+}
+
 int
 main(void)
 {
@@ -659,6 +737,7 @@ main(void)
         cmocka_unit_test_teardown(test_route_hook_answers_before_body,
                                   teardown),
         cmocka_unit_test_teardown(test_serialise_hook_adds_header, teardown),
+        cmocka_unit_test_teardown(test_validated_reply, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
