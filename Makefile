@@ -28,7 +28,7 @@ SAN     ?=
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) \
               -Iserver -Iworker -Ishm -isystem $(PG_INCLUDE) -MMD -MP $(EXTRA_CFLAGS)
 LDFLAGS_ALL := $(SAN) -rdynamic $(EXTRA_LDFLAGS)
-LIBS    := -lpq -lbsd -ljansson -lz -lm
+LIBS    := -lpq -lbsd -ljansson -lz -lcrypto -lm
 
 LIB_SRC := $(filter-out server/main.c shm/apiarystat.c,\
              $(wildcard server/*.c worker/*.c shm/*.c))
@@ -53,6 +53,9 @@ FORCE:
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+# the OpenAPI document is embedded with .incbin (worker/openapi.c)
+$(BUILD)/worker/openapi.o: worker/openapi.json
 
 $(BUILD)/libapiary.a: $(LIB_OBJ)
 	@rm -f $@

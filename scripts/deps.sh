@@ -36,7 +36,7 @@ add() {
 group() {
     case $1 in
     build)
-        add gcc make pkg-config libpq-dev libbsd-dev libjansson-dev zlib1g-dev \
+        add gcc make pkg-config libpq-dev libbsd-dev libjansson-dev zlib1g-dev libssl-dev \
             libcmocka-dev
         ;;
     test)

@@ -50,6 +50,19 @@ struct config {
     uint32_t db_queue_limit;       /* queries waiting per worker (then 503) */
     char sql_dir[CONFIG_PATH_MAX]; /* migrations, for apiaryd migrate */
     bool debug_endpoints;
+    /* edge: auth, rate limit, CORS, gzip (issue 10) */
+    bool auth;                              /* writes need a bearer token */
+    char auth_secret[256];                  /* HS256 key; never printed */
+    char auth_secret_file[CONFIG_PATH_MAX]; /* or read from this file */
+    uint32_t auth_leeway_s;                 /* exp/nbf clock skew allowed */
+    uint32_t ratelimit_rate;                /* requests/s per client, 0: off */
+    uint32_t ratelimit_burst;               /* bucket size */
+    uint32_t ratelimit_slots;               /* shared table entries */
+    char cors_origins[1024];                /* comma-separated; empty: none */
+    bool cors_credentials;
+    uint32_t cors_max_age_s;
+    uint32_t gzip_level; /* 0: off, 1..9 */
+    uint32_t gzip_min_bytes;
 };
 
 /* Fills c with the built-in defaults. */

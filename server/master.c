@@ -39,6 +39,7 @@
 #include <bsd/unistd.h>
 
 #include "balance.h"
+#include "ratelimit.h"
 #include "listen.h"
 #include "log.h"
 #include "worker.h"
@@ -304,6 +305,10 @@ master_run(struct config *cfg, int daemonize)
         log_warn("mmap() for the balance counters failed: %s; connections "
                  "may spread unevenly",
                  strerror(errno));
+    if (ratelimit_open(cfg->ratelimit_slots) < 0)
+        log_error("mmap() for the rate-limit table failed: %s; requests are "
+                  "not rate limited",
+                  strerror(errno));
     for (unsigned i = 0; i < nslots; i++) {
         slots[i].id = i + 1;
         spawn(&slots[i]);

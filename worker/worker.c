@@ -43,6 +43,7 @@
 #include "api.h"
 #include "balance.h"
 #include "conn.h"
+#include "edge.h"
 #include "handlers.h"
 #include "log.h"
 #include "pg.h"
@@ -60,6 +61,7 @@
 enum { DRAIN_NONE = 0, DRAIN_GRACEFUL, DRAIN_FAST };
 
 static struct worker self;
+static struct edge edge; /* issue 10: auth, rate limit, CORS, gzip, ids */
 static volatile sig_atomic_t got_term, got_quit, got_reopen;
 
 static void
@@ -542,6 +544,12 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         log_error("worker start failed: route table too small");
         exit(2);
     }
+    char edge_why[CONFIG_DIAG_MAX];
+    if (edge_init(&edge, cfg, &wk->conns.hooks, &wk->router, edge_why,
+                  sizeof(edge_why)) < 0) {
+        log_error("worker start failed: %s", edge_why);
+        exit(2);
+    }
 
     if (nlisten > WORKER_MAX_LISTENERS)
         nlisten = WORKER_MAX_LISTENERS;
@@ -567,6 +575,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     conn_ctx_fini(&wk->conns);
     pg_free(&wk->pg);
     api_fini(&wk->api);
+    edge_fini(&edge);
     log_flush();
     log_detach_loop();
     loop_free(&wk->loop);

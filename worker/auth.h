@@ -1,0 +1,62 @@
+/*
+ * auth.h - bearer-token auth on writes (SPEC 2, issue 10).
+ *
+ * POST, PATCH and DELETE on a route that exists need
+ * "Authorization: Bearer <JWT>", an HS256 token signed with the
+ * configured secret (jwt.h checks it).  The check runs at the
+ * after-routing hook, so a refused request never has its body read and
+ * never reaches its handler.  Reads, 404 and 405 are left alone.
+ *
+ * Answers: 401 with "WWW-Authenticate: Bearer realm="apiary"" when no
+ * token came (RFC 6750 3.1: no error code then), with
+ * error="invalid_token" and an error_description when the token is bad;
+ * 401 for a token in the query string (access_token=...: it would end up
+ * in logs and proxies); 503 for every write when auth is on but no usable
+ * secret is configured (the worker logs why at start).  The JSON body
+ * says what was wrong; neither the token nor the secret is ever logged or
+ * echoed.
+ */
+#ifndef APIARY_AUTH_H
+#define APIARY_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "request.h"
+
+#define AUTH_KEY_MAX 256
+#define AUTH_KEY_MIN 32 /* bytes: RFC 7518 3.2, a key as long as the hash */
+
+struct auth {
+    bool on;
+    bool have_key;
+    uint32_t leeway_s;
+    size_t key_len;
+    uint8_t key[AUTH_KEY_MAX];
+    uint64_t rejected; /* 401s and 503s given */
+};
+
+/*
+ * Sets a up from cfg: the key comes from auth_secret or, when that is
+ * empty, from the file auth_secret_file (one line; a final newline is
+ * ignored).  Returns 0, or -1 with why filled when auth is on and no
+ * usable key was found (too short, unreadable file, none set): the worker
+ * then logs why and answers writes 503.  Never puts key bytes into why.
+ */
+int auth_init(struct auth *a, const struct config *cfg, char *why,
+              size_t why_len);
+
+/* Clears the key from memory. */
+void auth_fini(struct auth *a);
+
+/* After-routing hook (arg: struct auth *).  1 when it answered. */
+int auth_route(struct request *r, void *arg);
+
+/* Reads a secret file the way auth_init() does: key[0..*len).  0 or -1
+ * with why filled.  For apiaryd -t and the tests. */
+int auth_read_secret_file(const char *path, uint8_t *key, size_t *len,
+                          char *why, size_t why_len);
+
+#endif

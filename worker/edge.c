@@ -1,0 +1,51 @@
+/*
+ * edge.c - see edge.h.
+ */
+#include "edge.h"
+
+#include <stdio.h>
+
+#include "log.h"
+#include "openapi.h"
+
+int
+edge_init(struct edge *e, const struct config *cfg, struct request_hooks *hooks,
+          struct router *rt, char *why, size_t why_len)
+{
+    char diag[CONFIG_DIAG_MAX];
+    int bad = 0;
+
+    if (request_id_init(&e->rid) < 0)
+        log_warn("getrandom() failed: request ids use time and pid");
+    if (cors_init(&e->cors, cfg, why, why_len) < 0)
+        return -1;
+    if (gzip_init(&e->gzip, cfg) < 0)
+        log_error("zlib deflateInit2() failed: answers are not compressed");
+    e->rl.rate = cfg->ratelimit_rate;
+    e->rl.burst = cfg->ratelimit_burst;
+    if (auth_init(&e->auth, cfg, diag, sizeof(diag)) < 0)
+        log_error("%s: every POST, PATCH and DELETE answers 503", diag);
+
+    bad |= request_hooks_add_route(hooks, request_id_route, &e->rid);
+    bad |= request_hooks_add_route(hooks, cors_match, &e->cors);
+    bad |= request_hooks_add_route(hooks, gzip_route, &e->gzip);
+    bad |= request_hooks_add_route(hooks, ratelimit_route, &e->rl);
+    bad |= request_hooks_add_route(hooks, cors_preflight, &e->cors);
+    bad |= request_hooks_add_route(hooks, auth_route, &e->auth);
+    bad |= request_hooks_add_serialise(hooks, request_id_serialise, &e->rid);
+    bad |= request_hooks_add_serialise(hooks, cors_serialise, &e->cors);
+    bad |= request_hooks_add_serialise(hooks, gzip_serialise, &e->gzip);
+    bad |= openapi_register(rt);
+    if (bad) {
+        snprintf(why, why_len, "request hook or route table full");
+        return -1;
+    }
+    return 0;
+}
+
+void
+edge_fini(struct edge *e)
+{
+    auth_fini(&e->auth);
+    gzip_fini(&e->gzip);
+}
