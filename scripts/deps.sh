@@ -41,7 +41,7 @@ group() {
         ;;
     test)
         group build
-        add postgresql-15 python3-pytest python3-requests python3-psycopg \
+        add postgresql-15 python3-pytest python3-requests python3-psycopg python3-jsonschema \
             procps curl
         ;;
     fuzz) add clang libclang-rt-14-dev ;;

@@ -242,12 +242,14 @@ class RawClient:
     malformed requests, pipelining and closes can be observed exactly."""
 
     def __init__(self, port, host=HOST, timeout=10, family=socket.AF_INET,
-                 auth=True):
+                 auth=True, source=None):
         self.timeout = scaled(timeout)
         self.auth = auth  # add a valid token to writes (add_auth)
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         try:
+            if source:  # another client address, e.g. 127.0.0.2
+                self.sock.bind((source, 0))
             self.sock.connect((host, port))
         except OSError:
             self.sock.close()
