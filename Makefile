@@ -129,7 +129,15 @@ run: deps
 	@scripts/pg.sh start
 	@$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" migrate
 	@scripts/pg.sh psql -q -f scripts/seed.sql
-	$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" -o listen=8080
+	@# a development HS256 key, made once (writes need a token: issue 10)
+	@test -s var/dev-jwt-secret || (umask 077 && mkdir -p var && \
+	    head -c 32 /dev/urandom | base64 | tr -d '=\n' > var/dev-jwt-secret)
+	@echo 'apiaryd: writes need a token; from another terminal:'
+	@echo '  TOKEN=$$(scripts/mint-token)   # signed with var/dev-jwt-secret, 1 h'
+	@echo '  curl -H "Authorization: Bearer $$TOKEN" -H "Content-Type: application/json" \'
+	@echo '       -d '"'"'{"name":"Ada","email":"ada@example.org"}'"'"' localhost:8080/users'
+	$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" -o listen=8080 \
+	    -o auth_secret_file=var/dev-jwt-secret
 
 CLANG_FORMAT ?= clang-format
 C_FILES = $(wildcard server/*.[ch] worker/*.[ch] shm/*.[ch] tests/unit/*.c tests/fuzz/*.c scripts/*.c)
