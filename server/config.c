@@ -87,6 +87,8 @@ static const struct key keys[] = {
     {"debug_endpoints", K_BOOL, F(debug_endpoints), 0, 1,
      "serve GET /debug/worker"},
     /* edge: auth, rate limit, CORS, gzip (issue 10) */
+    {"request_id", K_BOOL, F(request_id), 0, 1,
+     "X-Request-Id in answers and the access log"},
     {"auth", K_BOOL, F(auth), 0, 1, "POST/PATCH/DELETE need a bearer JWT"},
     {"auth_secret", K_STRING, F(auth_secret), 0, 0,
      "HS256 key (32+ bytes); never printed"},
@@ -144,6 +146,7 @@ config_defaults(struct config *c)
     c->db_queue_limit = 4096;
     strlcpy(c->sql_dir, "sql", sizeof(c->sql_dir));
     /* edge (issue 10) */
+    c->request_id = true;
     c->auth = true;
     c->auth_leeway_s = 30;
     c->ratelimit_rate = 0;

@@ -51,8 +51,9 @@ struct config {
     char sql_dir[CONFIG_PATH_MAX]; /* migrations, for apiaryd migrate */
     bool debug_endpoints;
     /* edge: auth, rate limit, CORS, gzip (issue 10) */
-    bool auth;                              /* writes need a bearer token */
-    char auth_secret[256];                  /* HS256 key; never printed */
+    bool request_id;       /* X-Request-Id echoed and generated */
+    bool auth;             /* writes need a bearer token */
+    char auth_secret[256]; /* HS256 key; never printed */
     char auth_secret_file[CONFIG_PATH_MAX]; /* or read from this file */
     uint32_t auth_leeway_s;                 /* exp/nbf clock skew allowed */
     uint32_t ratelimit_rate;                /* requests/s per client, 0: off */

@@ -91,9 +91,36 @@ auth_init(struct auth *a, const struct config *cfg, char *why, size_t why_len)
     return 0;
 }
 
+int
+auth_check_token(struct auth *a, const char *tok, size_t len, int64_t now_s)
+{
+    struct jwt_times t;
+    int rc;
+
+    for (unsigned i = 0; i < AUTH_CACHE_SLOTS; i++) {
+        const struct auth_cache_entry *e = &a->cache[i];
+        if (e->len == len && len > 0 &&
+            CRYPTO_memcmp(e->token, tok, len) == 0) {
+            a->cache_hits++;
+            return jwt_times_check(&e->times, now_s, a->leeway_s);
+        }
+    }
+    rc = jwt_verify_hs256(tok, len, a->key, a->key_len, now_s, a->leeway_s, &t);
+    a->verified++;
+    if (rc == JWT_OK && len <= AUTH_CACHE_TOKEN_MAX) {
+        struct auth_cache_entry *e = &a->cache[a->cache_next];
+        a->cache_next = (a->cache_next + 1) % AUTH_CACHE_SLOTS;
+        memcpy(e->token, tok, len);
+        e->len = (uint16_t)len;
+        e->times = t;
+    }
+    return rc;
+}
+
 void
 auth_fini(struct auth *a)
 {
+    OPENSSL_cleanse(a->cache, sizeof(a->cache));
     OPENSSL_cleanse(a->key, sizeof(a->key));
     a->key_len = 0;
     a->have_key = false;
@@ -175,8 +202,7 @@ auth_route(struct request *r, void *arg)
         tok++;
         len--;
     }
-    rc = jwt_verify_hs256(tok, len, a->key, a->key_len, (int64_t)time(NULL),
-                          a->leeway_s);
+    rc = auth_check_token(a, tok, len, (int64_t)time(NULL));
     if (rc != JWT_OK) {
         char what[96];
         snprintf(what, sizeof(what), "Invalid token: %s", jwt_message(rc));

@@ -26,13 +26,16 @@ edge_init(struct edge *e, const struct config *cfg, struct request_hooks *hooks,
     if (auth_init(&e->auth, cfg, diag, sizeof(diag)) < 0)
         log_error("%s: every POST, PATCH and DELETE answers 503", diag);
 
-    bad |= request_hooks_add_route(hooks, request_id_route, &e->rid);
+    if (cfg->request_id)
+        bad |= request_hooks_add_route(hooks, request_id_route, &e->rid);
     bad |= request_hooks_add_route(hooks, cors_match, &e->cors);
     bad |= request_hooks_add_route(hooks, gzip_route, &e->gzip);
     bad |= request_hooks_add_route(hooks, ratelimit_route, &e->rl);
     bad |= request_hooks_add_route(hooks, cors_preflight, &e->cors);
     bad |= request_hooks_add_route(hooks, auth_route, &e->auth);
-    bad |= request_hooks_add_serialise(hooks, request_id_serialise, &e->rid);
+    if (cfg->request_id)
+        bad |=
+            request_hooks_add_serialise(hooks, request_id_serialise, &e->rid);
     bad |= request_hooks_add_serialise(hooks, cors_serialise, &e->cors);
     bad |= request_hooks_add_serialise(hooks, gzip_serialise, &e->gzip);
     bad |= openapi_register(rt);

@@ -125,15 +125,26 @@ numeric_date(const json_t *doc, const char *name, double *v)
 }
 
 int
+jwt_times_check(const struct jwt_times *t, int64_t now_s, uint32_t leeway_s)
+{
+    if ((double)now_s > t->exp + (double)leeway_s)
+        return JWT_E_EXPIRED;
+    if ((double)now_s + (double)leeway_s < t->nbf)
+        return JWT_E_NOT_YET;
+    return JWT_OK;
+}
+
+int
 jwt_verify_hs256(const char *token, size_t len, const uint8_t *key,
-                 size_t key_len, int64_t now_s, uint32_t leeway_s)
+                 size_t key_len, int64_t now_s, uint32_t leeway_s,
+                 struct jwt_times *times)
 {
     const char *dot1, *dot2, *sig;
     uint8_t mac[EVP_MAX_MD_SIZE], given[EVP_MAX_MD_SIZE + 3];
     unsigned mac_len = 0;
     json_t *hdr = NULL, *body = NULL;
     const json_t *alg;
-    double exp, nbf;
+    struct jwt_times t;
     long n;
     int rc, err = 0;
 
@@ -192,28 +203,23 @@ jwt_verify_hs256(const char *token, size_t len, const uint8_t *key,
         rc = err == JWT_E_BASE64 ? JWT_E_BASE64 : JWT_E_PAYLOAD;
         goto done;
     }
-    if (numeric_date(body, "exp", &exp) != 1) {
+    if (numeric_date(body, "exp", &t.exp) != 1) {
         rc = JWT_E_NO_EXP;
         goto done;
     }
-    if ((double)now_s > exp + (double)leeway_s) {
-        rc = JWT_E_EXPIRED;
-        goto done;
-    }
-    switch (numeric_date(body, "nbf", &nbf)) {
+    switch (numeric_date(body, "nbf", &t.nbf)) {
     case -1:
         rc = JWT_E_NBF;
         goto done;
-    case 1:
-        if ((double)now_s + (double)leeway_s < nbf) {
-            rc = JWT_E_NOT_YET;
-            goto done;
-        }
+    case 0:
+        t.nbf = -INFINITY;
         break;
     default:
         break;
     }
-    rc = JWT_OK;
+    if (times)
+        *times = t;
+    rc = jwt_times_check(&t, now_s, leeway_s);
 done:
     json_decref(hdr);
     json_decref(body);

@@ -59,14 +59,28 @@ long jwt_b64url_decode(const char *src, size_t len, uint8_t *dst, size_t cap);
  * added).  Returns the length, or -1 if it does not fit. */
 long jwt_b64url_encode(const uint8_t *src, size_t len, char *dst, size_t cap);
 
+/* The time claims of a token whose signature was verified. */
+struct jwt_times {
+    double exp;
+    double nbf; /* -infinity when absent */
+};
+
 /*
  * Verifies token[0..len) against key[0..key_len) at time now_s (Unix
  * seconds) with leeway_s of clock skew allowed on exp and nbf.  Returns
- * JWT_OK or a negative enum jwt_result.  Thread-safe; allocates only
- * inside jansson, freed before it returns.
+ * JWT_OK or a negative enum jwt_result.  When times is not NULL and the
+ * signature and claims were read (JWT_OK, JWT_E_EXPIRED, JWT_E_NOT_YET),
+ * it receives exp and nbf, so a caller that caches verified tokens can
+ * check their time again (jwt_times_check()).  Thread-safe; allocates
+ * only inside jansson, freed before it returns.
  */
 int jwt_verify_hs256(const char *token, size_t len, const uint8_t *key,
-                     size_t key_len, int64_t now_s, uint32_t leeway_s);
+                     size_t key_len, int64_t now_s, uint32_t leeway_s,
+                     struct jwt_times *times);
+
+/* JWT_OK, JWT_E_EXPIRED or JWT_E_NOT_YET for t at now_s with leeway_s. */
+int jwt_times_check(const struct jwt_times *t, int64_t now_s,
+                    uint32_t leeway_s);
 
 /* What a result means, for the 401 body ("token expired"); never holds
  * token or key bytes. */

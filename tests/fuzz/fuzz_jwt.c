@@ -45,7 +45,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc;
 
     rc = jwt_verify_hs256(tok, size, (const uint8_t *)KEY, sizeof(KEY) - 1,
-                          1800000000LL, 30);
+                          1800000000LL, 30, NULL);
     if (jwt_message(rc) == NULL)
         abort();
     round_trip(tok, size < JWT_MAX_BYTES ? size : JWT_MAX_BYTES);

@@ -57,7 +57,7 @@ static int
 verify(const char *tok)
 {
     return jwt_verify_hs256(tok, strlen(tok), (const uint8_t *)KEY, strlen(KEY),
-                            NOW, 30);
+                            NOW, 30, NULL);
 }
 
 #define HS256 "{\"alg\":\"HS256\",\"typ\":\"JWT\"}"
@@ -296,6 +296,41 @@ test_auth_init(void **state)
     assert_false(a.on);
 }
 
+/* The verified-token cache: hits only for the same bytes, time checked
+ * again on every hit. */
+static void
+test_cache(void **state)
+{
+    struct config cfg;
+    struct auth a;
+    char why[256], tok[1024], *t;
+    size_t n;
+
+    (void)state;
+    config_defaults(&cfg);
+    strcpy(cfg.auth_secret, KEY);
+    assert_int_equal(auth_init(&a, &cfg, why, sizeof(why)), 0);
+    t = make(HS256, CLAIMS, EVP_sha256(), KEY);
+    strcpy(tok, t);
+    n = strlen(tok);
+    assert_int_equal(auth_check_token(&a, tok, n, NOW), JWT_OK);
+    assert_int_equal(a.verified, 1);
+    assert_int_equal(auth_check_token(&a, tok, n, NOW), JWT_OK);
+    assert_int_equal(a.cache_hits, 1);
+    /* the same token once it has expired: refused from the cache */
+    assert_int_equal(auth_check_token(&a, tok, n, NOW + 1000), JWT_E_EXPIRED);
+    assert_int_equal(a.cache_hits, 2);
+    /* one byte changed: not a hit, and refused */
+    tok[n - 1] = tok[n - 1] == 'A' ? 'B' : 'A';
+    assert_int_equal(auth_check_token(&a, tok, n, NOW), JWT_E_SIGNATURE);
+    assert_int_equal(a.verified, 2);
+    /* a prefix of a cached token is not a hit either */
+    t = make(HS256, CLAIMS, EVP_sha256(), KEY);
+    assert_int_not_equal(auth_check_token(&a, t, strlen(t) - 1, NOW), JWT_OK);
+    auth_fini(&a);
+    assert_int_equal(a.cache[0].len, 0);
+}
+
 int
 main(void)
 {
@@ -304,6 +339,7 @@ main(void)
         cmocka_unit_test(test_other_algs),  cmocka_unit_test(test_wrong_key),
         cmocka_unit_test(test_time_claims), cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_base64url),   cmocka_unit_test(test_auth_init),
+        cmocka_unit_test(test_cache),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
