@@ -46,6 +46,33 @@ edge_init(struct edge *e, const struct config *cfg, struct request_hooks *hooks,
     return 0;
 }
 
+size_t
+edge_debug_json(const struct edge *e, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap,
+                     ",\"ratelimit_allowed\":%llu,\"ratelimit_limited\":%llu,"
+                     "\"ratelimit_table_full\":%llu,\"auth_rejected\":%llu,"
+                     "\"auth_verified\":%llu,\"auth_cache_hits\":%llu,"
+                     "\"gzip_compressed\":%llu,\"gzip_bytes_in\":%llu,"
+                     "\"gzip_bytes_out\":%llu",
+                     (unsigned long long)e->rl.stats.allowed,
+                     (unsigned long long)e->rl.stats.limited,
+                     (unsigned long long)e->rl.stats.table_full,
+                     (unsigned long long)e->auth.rejected,
+                     (unsigned long long)e->auth.verified,
+                     (unsigned long long)e->auth.cache_hits,
+                     (unsigned long long)e->gzip.compressed,
+                     (unsigned long long)e->gzip.bytes_in,
+                     (unsigned long long)e->gzip.bytes_out);
+
+    if (n < 0 || (size_t)n >= cap) {
+        if (cap)
+            buf[0] = '\0';
+        return 0;
+    }
+    return (size_t)n;
+}
+
 void
 edge_fini(struct edge *e)
 {

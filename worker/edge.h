@@ -40,6 +40,13 @@ int edge_init(struct edge *e, const struct config *cfg,
               struct request_hooks *hooks, struct router *rt, char *why,
               size_t why_len);
 
+/*
+ * Appends its per-worker counters to a JSON object being written, as
+ * ',"ratelimit_allowed":N,...' (contracts.md 3 names), into buf (cap
+ * bytes, NUL-terminated).  Returns the length (0 if it did not fit).
+ */
+size_t edge_debug_json(const struct edge *e, char *buf, size_t cap);
+
 /* Frees what edge_init() allocated and clears the secret. */
 void edge_fini(struct edge *e);
 

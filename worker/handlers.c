@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "edge.h"
 #include "log.h"
 #include "pg.h"
 #include "request.h"
@@ -52,8 +53,11 @@ debug_worker(struct request *r, void *arg)
 {
     const struct worker *wk = arg;
     const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
-    char body[768];
+    char body[1280], edge_json[512] = "";
     int n;
+
+    if (wk->edge)
+        (void)edge_debug_json(wk->edge, edge_json, sizeof(edge_json));
 
     n = snprintf(body, sizeof(body),
                  "{\"worker\":%u,\"pid\":%d,\"accepted\":%llu,"
@@ -65,7 +69,7 @@ debug_worker(struct request *r, void *arg)
                  "\"db_batch_retries\":%llu,\"db_resent\":%llu,"
                  "\"db_lock_retries\":%llu,"
                  "\"db_dropped\":%llu,\"allocs\":%llu,"
-                 "\"generation\":%u,\"log_dropped\":%llu}",
+                 "\"generation\":%u,\"log_dropped\":%llu%s}",
                  wk->id, (int)getpid(), (unsigned long long)wk->accepted,
                  wk->conns.nconns, (unsigned long long)wk->conns.nrequests,
                  (unsigned long long)wk->yields,
@@ -81,7 +85,7 @@ debug_worker(struct request *r, void *arg)
                  ps ? (unsigned long long)ps->lock_retries : 0ULL,
                  ps ? (unsigned long long)ps->dropped : 0ULL,
                  (unsigned long long)buf_allocs, wk->generation,
-                 (unsigned long long)log_dropped_lines());
+                 (unsigned long long)log_dropped_lines(), edge_json);
     request_reply(r, 200, body, (size_t)n, NULL, 0);
 }
 

@@ -550,6 +550,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         log_error("worker start failed: %s", edge_why);
         exit(2);
     }
+    wk->edge = &edge;
 
     if (nlisten > WORKER_MAX_LISTENERS)
         nlisten = WORKER_MAX_LISTENERS;

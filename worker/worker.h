@@ -55,6 +55,8 @@ struct listener {
     bool registered;
 };
 
+struct edge;
+
 struct worker {
     uint32_t magic;
     uint32_t generation;
@@ -64,7 +66,8 @@ struct worker {
     struct router router;
     struct conn_ctx conns;
     struct api api;
-    struct pg *pg; /* NULL when no database_url is configured */
+    struct pg *pg;     /* NULL when no database_url is configured */
+    struct edge *edge; /* auth, rate limit, ... (issue 10; edge.h) */
 
     struct listener listeners[WORKER_MAX_LISTENERS];
     unsigned nlisteners;

@@ -20,7 +20,13 @@ from conftest import (
     wait_for,
 )
 
-from .conftest import assert_error, create_user, RowLock, worker_status
+from .conftest import (
+    RowLock,
+    all_workers_status,
+    assert_error,
+    create_user,
+    worker_status,
+)
 
 
 def post_bytes(path, doc, extra=b""):
@@ -84,6 +90,9 @@ def test_writes_need_a_valid_token(api):
     # the secret never reaches the logs
     logs = api.error_log.read_text() + api.access_log.read_text()
     assert TEST_SECRET not in logs
+    # counted per worker
+    docs = all_workers_status(api)
+    assert sum(d["auth_rejected"] for d in docs.values()) >= len(forged_tokens()) + 4
     # and a valid one works; reads need none
     user = create_user(client)
     assert client.get("/users/%d" % user["id"], token=None).status_code == 200
@@ -164,7 +173,7 @@ def conns_on_every_worker(srv, n_workers):
 
 
 def test_rate_limit_shared_by_workers_and_survives_sigkill(start_api):
-    burst = 12
+    burst = 40
     srv = start_api(workers=2, ratelimit_rate=1, ratelimit_burst=burst)
     conns = conns_on_every_worker(srv, 2)  # 2 requests taken already
     t0 = time.monotonic()
@@ -185,6 +194,11 @@ def test_rate_limit_shared_by_workers_and_survives_sigkill(start_api):
     assert all(429 in s for s in statuses.values()), statuses
     for c in conns.values():
         c.close()
+    # counted per worker (from 127.0.0.1, which has a budget of its own)
+    docs = all_workers_status(srv)
+    for w, doc in docs.items():
+        assert doc["ratelimit_limited"] >= statuses[w].count(429), (w, doc)
+        assert doc["ratelimit_allowed"] >= statuses[w].count(200), (w, doc)
 
     # SIGKILL a worker: its replacement shares the same table, nothing is
     # left held, and the limit still applies
