@@ -148,11 +148,12 @@ token_in_query(const struct http_slice *q)
 static int
 refuse(struct auth *a, struct request *r, const char *error, const char *what)
 {
-    char extra[256], body[512];
+    char extra[256], body[512], peer[64];
     size_t n;
     int e;
 
     a->rejected++;
+    request_peer(r, peer, sizeof(peer));
     if (error)
         e = snprintf(extra, sizeof(extra),
                      "WWW-Authenticate: Bearer realm=\"apiary\", "
@@ -161,7 +162,7 @@ refuse(struct auth *a, struct request *r, const char *error, const char *what)
     else
         e = snprintf(extra, sizeof(extra),
                      "WWW-Authenticate: Bearer realm=\"apiary\"\r\n");
-    log_info("client sent a write without a valid token: %s", what);
+    log_info("client %s sent a write without a valid token: %s", peer, what);
     n = response_error_body(body, sizeof(body), 401, what);
     request_reply(r, 401, body, n, extra,
                   e > 0 && (size_t)e < sizeof(extra) ? (size_t)e : 0);
