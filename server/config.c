@@ -90,6 +90,8 @@ static const struct key keys[] = {
     {"request_id", K_BOOL, F(request_id), 0, 1,
      "X-Request-Id in answers and the access log"},
     {"auth", K_BOOL, F(auth), 0, 1, "POST/PATCH/DELETE need a bearer JWT"},
+    {"auth_reads", K_BOOL, F(auth_reads), 0, 1,
+     "GET/HEAD need one too (not the probes, openapi.json)"},
     {"auth_secret", K_STRING, F(auth_secret), 0, 0,
      "HS256 key (32+ bytes); never printed"},
     {"auth_secret_file", K_STRING, F(auth_secret_file), 0, 0,

@@ -53,6 +53,7 @@ struct config {
     /* edge: auth, rate limit, CORS, gzip (issue 10) */
     bool request_id;       /* X-Request-Id echoed and generated */
     bool auth;             /* writes need a bearer token */
+    bool auth_reads;       /* reads need one too */
     char auth_secret[256]; /* HS256 key; never printed */
     char auth_secret_file[CONFIG_PATH_MAX]; /* or read from this file */
     uint32_t auth_leeway_s;                 /* exp/nbf clock skew allowed */

@@ -62,6 +62,7 @@ auth_init(struct auth *a, const struct config *cfg, char *why, size_t why_len)
 {
     memset(a, 0, sizeof(*a));
     a->on = cfg->auth;
+    a->reads = cfg->auth_reads;
     a->leeway_s = cfg->auth_leeway_s;
     if (!a->on)
         return 0;
@@ -145,6 +146,16 @@ token_in_query(const struct http_slice *q)
     return false;
 }
 
+/* Routes that stay open with auth_reads: probes, the API's own
+ * description, and /debug/worker (only there with debug_endpoints). */
+static bool
+public_read(const char *pattern)
+{
+    return strcmp(pattern, "/health") == 0 || strcmp(pattern, "/ready") == 0 ||
+           strcmp(pattern, "/openapi.json") == 0 ||
+           strcmp(pattern, "/debug/worker") == 0;
+}
+
 static int
 refuse(struct auth *a, struct request *r, const char *error, const char *what)
 {
@@ -179,8 +190,10 @@ auth_route(struct request *r, void *arg)
     size_t len;
     int rc;
 
-    if (!a->on || r->route < 0 ||
-        (m != HTTP_POST && m != HTTP_PATCH && m != HTTP_DELETE))
+    if (!a->on || r->route < 0)
+        return 0;
+    if (m != HTTP_POST && m != HTTP_PATCH && m != HTTP_DELETE &&
+        (!a->reads || public_read(r->match.route->pattern)))
         return 0;
     if (token_in_query(&r->req.query))
         return refuse(a, r, "invalid_request",
@@ -188,8 +201,8 @@ auth_route(struct request *r, void *arg)
                       "Authorization: Bearer");
     if (!a->have_key) {
         a->rejected++;
-        request_error(r, 503,
-                      "Writes are unavailable: no auth secret configured");
+        request_error(r, 503, "%s are unavailable: no auth secret configured",
+                      m == HTTP_GET || m == HTTP_HEAD ? "Reads" : "Writes");
         return 1;
     }
     if (h->len == 0)

@@ -5,7 +5,9 @@
  * "Authorization: Bearer <JWT>", an HS256 token signed with the
  * configured secret (jwt.h checks it).  The check runs at the
  * after-routing hook, so a refused request never has its body read and
- * never reaches its handler.  Reads, 404 and 405 are left alone.
+ * never reaches its handler.  Reads are public unless auth_reads is on
+ * (then every route but /health, /ready, /openapi.json and /debug/worker
+ * needs a token too); 404 and 405 are left alone.
  *
  * Answers: 401 with "WWW-Authenticate: Bearer realm="apiary"" when no
  * token came (RFC 6750 3.1: no error code then), with
@@ -49,6 +51,7 @@ struct auth_cache_entry {
 
 struct auth {
     bool on;
+    bool reads; /* auth_reads: GET/HEAD too, but for the probes */
     bool have_key;
     uint32_t leeway_s;
     size_t key_len;

@@ -394,3 +394,16 @@ def test_504_carries_its_request_id(start_api):
     lines = wait_for(logged, 5, "the 504's access-log line")
     assert len(lines) == 1 and lines[0]["status"] == 504, lines
     assert lines[0].get("end") == "timeout", lines
+
+
+def test_auth_reads(start_api):
+    """auth_reads = on: reads need a token too, but for the probes and the
+    API's description."""
+    srv = start_api(auth_reads="on")
+    client = srv.client
+    assert_error(client.get("/users"), 401, "Bearer")
+    assert_error(client.get("/users/1", headers={"Authorization": "Bearer x.y.z"}), 401)
+    r = client.get("/users", headers={"Authorization": "Bearer " + mint_token()})
+    assert r.status_code == 200, r.text
+    for path in ("/health", "/ready", "/openapi.json"):
+        assert client.get(path).status_code == 200, path
