@@ -27,8 +27,9 @@ def check(doc, method, path, resp):
     declared = op["responses"].get(str(resp.status_code))
     assert declared is not None, "%s %s: %d not declared" % (method, path, resp.status_code)
     declared = resolve(doc, declared)
-    for name in declared.get("headers", {}):
-        assert name in resp.headers, (method, path, name, resp.headers)
+    for name, h in declared.get("headers", {}).items():
+        if resolve(doc, h).get("required"):
+            assert name in resp.headers, (method, path, name, resp.headers)
     content = declared.get("content", {}).get("application/json")
     if content is None:
         assert not resp.content, (method, path, resp.content)
