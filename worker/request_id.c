@@ -42,13 +42,24 @@ request_id_valid(const char *s, size_t len)
     return 1;
 }
 
+/* "<prefix>-<counter in hex>" without printf: this runs per request. */
 static void
 generate(struct request_id *ri, struct request *r)
 {
-    int n = snprintf(r->rid, sizeof(r->rid), "%s-%llx", ri->prefix,
-                     (unsigned long long)++ri->counter);
+    static const char hex[] = "0123456789abcdef";
+    uint64_t c = ++ri->counter;
+    char tmp[16];
+    size_t n = 0;
 
-    r->rid_len = (uint8_t)(n > 0 && (size_t)n < sizeof(r->rid) ? n : 0);
+    memcpy(r->rid, ri->prefix, 16);
+    r->rid[16] = '-';
+    do {
+        tmp[n++] = hex[c & 15];
+        c >>= 4;
+    } while (c);
+    for (size_t i = 0; i < n; i++)
+        r->rid[17 + i] = tmp[n - 1 - i];
+    r->rid_len = (uint8_t)(17 + n);
 }
 
 int
@@ -69,14 +80,17 @@ void
 request_id_serialise(struct request *r, struct response *resp, struct hdrbuf *h,
                      void *arg)
 {
-    char line[32 + REQUEST_ID_MAX];
-    int n;
+    static const char name[] = "X-Request-Id: ";
+    char line[sizeof(name) + REQUEST_ID_MAX + 2];
+    size_t n = sizeof(name) - 1;
 
     (void)resp;
     if (r->rid_len == 0)
         generate(arg, r);
-    n = snprintf(line, sizeof(line), "X-Request-Id: %.*s\r\n", (int)r->rid_len,
-                 r->rid);
-    if (n > 0 && (size_t)n < sizeof(line))
-        (void)hdrbuf_add(h, line, (size_t)n);
+    memcpy(line, name, n);
+    memcpy(line + n, r->rid, r->rid_len);
+    n += r->rid_len;
+    line[n++] = '\r';
+    line[n++] = '\n';
+    (void)hdrbuf_add(h, line, n);
 }
