@@ -4,6 +4,7 @@
 #include "edge.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 #include "openapi.h"
@@ -43,6 +44,25 @@ edge_init(struct edge *e, const struct config *cfg, struct request_hooks *hooks,
         snprintf(why, why_len, "request hook or route table full");
         return -1;
     }
+    return 0;
+}
+
+int
+edge_config_check(const struct config *cfg, char *err, size_t err_len,
+                  char *warn, size_t warn_len)
+{
+    struct cors co;
+    struct auth a;
+
+    if (warn_len)
+        warn[0] = '\0';
+    if (cors_init(&co, cfg, err, err_len) < 0)
+        return -1;
+    if (auth_init(&a, cfg, warn, warn_len) < 0) {
+        size_t n = strlen(warn);
+        snprintf(warn + n, warn_len - n, ": writes will answer 503");
+    }
+    auth_fini(&a);
     return 0;
 }
 

@@ -41,6 +41,16 @@ int edge_init(struct edge *e, const struct config *cfg,
               size_t why_len);
 
 /*
+ * Checks cfg's edge keys before any worker starts (apiaryd -t, and the
+ * master's start): returns -1 with err filled for what would stop every
+ * worker (a malformed cors_origins), else 0, with warn filled (else "")
+ * for what only degrades (no usable auth secret: writes answer 503).
+ * Never puts key bytes into either.
+ */
+int edge_config_check(const struct config *cfg, char *err, size_t err_len,
+                      char *warn, size_t warn_len);
+
+/*
  * Appends its per-worker counters to a JSON object being written, as
  * ',"ratelimit_allowed":N,...' (contracts.md 3 names), into buf (cap
  * bytes, NUL-terminated).  Returns the length (0 if it did not fit).

@@ -407,3 +407,29 @@ def test_auth_reads(start_api):
     assert r.status_code == 200, r.text
     for path in ("/health", "/ready", "/openapi.json"):
         assert client.get(path).status_code == 200, path
+
+
+def test_apiaryd_t_checks_the_edge_keys(tmp_path):
+    """-t warns when writes would answer 503 for want of a key, and a
+    malformed cors_origins stops the start (it would stop every worker)."""
+    def run(*opts):
+        args = [APIARY_BIN, "-c", "/dev/null"]
+        for o in opts:
+            args += ["-o", o]
+        return subprocess.run(args + ["-t"], capture_output=True, text=True,
+                              env=clean_env(), timeout=scaled(30))
+    r = run()
+    assert r.returncode == 0 and "warning: auth is on but" in r.stderr, r
+    r = run("auth_secret=short-secret")
+    assert r.returncode == 0 and "12 bytes" in r.stderr, r
+    assert "short-secret" not in r.stderr + r.stdout
+    r = run("auth=off")
+    assert r.returncode == 0 and "warning" not in r.stderr, r
+    r = run("cors_origins=https://a.example,,https://b.example")
+    assert r.returncode == 1 and "cors_origins" in r.stderr, r
+    r = subprocess.run([APIARY_BIN, "-c", "/dev/null", "-o", "cors_origins=*",
+                        "-o", "cors_credentials=on", "-o",
+                        "pidfile=%s" % (tmp_path / "pid")],
+                       capture_output=True, text=True, env=clean_env(),
+                       timeout=scaled(30))
+    assert r.returncode == 1 and "credentials" in r.stderr, r
