@@ -39,9 +39,9 @@
 #include <bsd/unistd.h>
 
 #include "balance.h"
-#include "ratelimit.h"
 #include "listen.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "worker.h"
 
 #define MAX_WORKERS 256
