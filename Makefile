@@ -29,7 +29,7 @@ SAN     ?=
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) \
               -Iserver -Iworker -Ishm -isystem $(PG_INCLUDE) -MMD -MP $(EXTRA_CFLAGS)
 LDFLAGS_ALL := $(SAN) -rdynamic $(EXTRA_LDFLAGS)
-LIBS    := -lpq -lbsd -ljansson -lz -lm
+LIBS    := -lpq -lbsd -ljansson -lz -lcrypto -lm
 
 LIB_SRC := $(filter-out server/main.c shm/apiarystat.c,\
              $(wildcard server/*.c worker/*.c shm/*.c))
@@ -54,6 +54,9 @@ FORCE:
 $(BUILD)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+# the OpenAPI document is embedded with .incbin (worker/openapi.c)
+$(BUILD)/worker/openapi.o: worker/openapi.json
 
 $(BUILD)/libapiary.a: $(LIB_OBJ)
 	@rm -f $@
@@ -142,8 +145,15 @@ run: deps
 	@scripts/pg.sh start
 	@$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" migrate
 	@scripts/pg.sh psql -q -f scripts/seed.sql
+	@# a development HS256 key, made once (writes need a token: issue 10)
+	@test -s var/dev-jwt-secret || (umask 077 && mkdir -p var && \
+	    head -c 32 /dev/urandom | base64 | tr -d '=\n' > var/dev-jwt-secret)
+	@echo 'apiaryd: writes need a token; from another terminal:'
+	@echo '  TOKEN=$$(scripts/mint-token)   # signed with var/dev-jwt-secret, 1 h'
+	@echo '  curl -H "Authorization: Bearer $$TOKEN" -H "Content-Type: application/json" \'
+	@echo '       -d '"'"'{"name":"Ada","email":"ada@example.org"}'"'"' localhost:8080/users'
 	$(BUILD)/apiaryd -o database_url="$$(scripts/pg.sh url)" -o listen=8080 \
-	    -o status_page=on
+	    -o auth_secret_file=var/dev-jwt-secret -o status_page=on
 
 CLANG_FORMAT ?= clang-format
 C_FILES = $(wildcard server/*.[ch] worker/*.[ch] shm/*.[ch] tests/unit/*.c tests/fuzz/*.c scripts/*.c)

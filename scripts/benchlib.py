@@ -605,3 +605,36 @@ def verdict(value, target, errors, at_most=False):
         return "MISS (errors)"
     ok = value <= target if at_most else value >= target
     return "PASS" if ok else "MISS"
+
+
+# --- bearer tokens for writes (issue 10) --------------------------------------
+
+# The HS256 key of the apiaryds the benchmarks start, and a token signed
+# with it (valid a day; minted by scripts/mint-token's own function).
+BENCH_SECRET = "apiary-bench-secret-0123456789abcdef-0123456789"
+
+
+def bench_token(key=BENCH_SECRET, ttl_s=86400):
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+
+    loader = SourceFileLoader("mint_token", os.path.join(ROOT, "scripts", "mint-token"))
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader("mint_token", loader))
+    loader.exec_module(mod)
+    now = int(time.time())
+    return mod.mint(key.encode(), {"sub": "bench", "iat": now, "exp": now + ttl_s})
+
+
+_knows = {}
+
+
+def auth_config_lines(binary):
+    """The config lines that give binary the bench key, or none when it is
+    an apiaryd from before issue 10 (it would refuse the unknown key)."""
+    if binary not in _knows:
+        r = subprocess.run(
+            [binary, "-c", "/dev/null", "-o", "auth_secret=" + BENCH_SECRET, "-t"],
+            capture_output=True, text=True, timeout=30,
+        )
+        _knows[binary] = r.returncode == 0
+    return [f"auth_secret = {BENCH_SECRET}"] if _knows[binary] else []

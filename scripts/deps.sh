@@ -37,12 +37,12 @@ add() {
 group() {
     case $1 in
     build)
-        add gcc make pkg-config libpq-dev libbsd-dev libjansson-dev zlib1g-dev \
+        add gcc make pkg-config libpq-dev libbsd-dev libjansson-dev zlib1g-dev libssl-dev \
             libcmocka-dev
         ;;
     test)
         group build
-        add postgresql-15 python3-pytest python3-requests python3-psycopg \
+        add postgresql-15 python3-pytest python3-requests python3-psycopg python3-jsonschema \
             procps curl
         # metrics tests (issue 8): promtool checks GET /metrics, a headless
         # chromium renders the status page; setpriv (util-linux) is essential

@@ -100,6 +100,33 @@ static const struct key keys[] = {
      "shared response cache size, at least 64k (0: no cache)"},
     {"cache_ttl_ms", K_INT, F(cache_ttl_ms), 0, 86400000,
      "cached bodies expire after this (0: only writes invalidate)"},
+    /* edge: auth, rate limit, CORS, gzip (issue 10) */
+    {"request_id", K_BOOL, F(request_id), 0, 1,
+     "X-Request-Id in answers and the access log"},
+    {"auth", K_BOOL, F(auth), 0, 1, "POST/PATCH/DELETE need a bearer JWT"},
+    {"auth_reads", K_BOOL, F(auth_reads), 0, 1,
+     "GET/HEAD need one too (not the probes, openapi.json)"},
+    {"auth_secret", K_STRING, F(auth_secret), 0, 0,
+     "HS256 key (32+ bytes); never printed"},
+    {"auth_secret_file", K_STRING, F(auth_secret_file), 0, 0,
+     "file holding the HS256 key"},
+    {"auth_leeway_s", K_INT, F(auth_leeway_s), 0, 3600,
+     "clock skew allowed on exp/nbf"},
+    {"ratelimit_rate", K_INT, F(ratelimit_rate), 0, 1000000,
+     "requests/s per client address (IPv6: /64), 0 = off"},
+    {"ratelimit_burst", K_INT, F(ratelimit_burst), 1, 1000000,
+     "requests a client may send at once"},
+    {"ratelimit_slots", K_INT, F(ratelimit_slots), 64, 16777216,
+     "clients tracked (rounded up to a power of 2)"},
+    {"cors_origins", K_STRING, F(cors_origins), 0, 0,
+     "allowed Origins, comma-separated; empty = CORS off"},
+    {"cors_credentials", K_BOOL, F(cors_credentials), 0, 1,
+     "Access-Control-Allow-Credentials"},
+    {"cors_max_age_s", K_INT, F(cors_max_age_s), 0, 86400,
+     "Access-Control-Max-Age of preflights"},
+    {"gzip_level", K_INT, F(gzip_level), 0, 9, "0 = no compression"},
+    {"gzip_min_bytes", K_SIZE, F(gzip_min_bytes), 0, 1048576,
+     "smallest body compressed"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -139,6 +166,16 @@ config_defaults(struct config *c)
     c->status_page = false;
     c->cache_size = 64ull << 20;
     c->cache_ttl_ms = 0;
+    /* edge (issue 10) */
+    c->request_id = true;
+    c->auth = true;
+    c->auth_leeway_s = 30;
+    c->ratelimit_rate = 0;
+    c->ratelimit_burst = 100;
+    c->ratelimit_slots = 65536;
+    c->cors_max_age_s = 600;
+    c->gzip_level = 6;
+    c->gzip_min_bytes = 1024;
 }
 
 static const struct key *
@@ -479,6 +516,8 @@ config_print(const struct config *c, FILE *out)
         case K_STRING:
             if (strcmp(k->name, "database_url") == 0)
                 print_url(out, field);
+            else if (strcmp(k->name, "auth_secret") == 0)
+                fprintf(out, "%s", field[0] ? "***" : "");
             else
                 fprintf(out, "%s", field);
             break;

@@ -57,6 +57,21 @@ struct config {
     /* shared cache (issue 7) */
     uint64_t cache_size;   /* bytes; 0: no cache */
     uint32_t cache_ttl_ms; /* 0: entries live until invalidated */
+    /* edge: auth, rate limit, CORS, gzip (issue 10) */
+    bool request_id;       /* X-Request-Id echoed and generated */
+    bool auth;             /* writes need a bearer token */
+    bool auth_reads;       /* reads need one too */
+    char auth_secret[256]; /* HS256 key; never printed */
+    char auth_secret_file[CONFIG_PATH_MAX]; /* or read from this file */
+    uint32_t auth_leeway_s;                 /* exp/nbf clock skew allowed */
+    uint32_t ratelimit_rate;                /* requests/s per client, 0: off */
+    uint32_t ratelimit_burst;               /* bucket size */
+    uint32_t ratelimit_slots;               /* shared table entries */
+    char cors_origins[1024];                /* comma-separated; empty: none */
+    bool cors_credentials;
+    uint32_t cors_max_age_s;
+    uint32_t gzip_level; /* 0: off, 1..9 */
+    uint32_t gzip_min_bytes;
 };
 
 /* Fills c with the built-in defaults. */

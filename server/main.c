@@ -19,6 +19,7 @@
 #include <bsd/unistd.h>
 
 #include "config.h"
+#include "edge.h"
 #include "log.h"
 #include "master.h"
 #include "migrate.h"
@@ -181,10 +182,19 @@ main(int argc, char *argv[])
 
     if (signal_name)
         return send_signal(&cfg, signal_name);
+    /* issue 10: what would stop every worker is a config error here */
+    char edge_err[CONFIG_DIAG_MAX], edge_warn[CONFIG_DIAG_MAX];
+    if (edge_config_check(&cfg, edge_err, sizeof(edge_err), edge_warn,
+                          sizeof(edge_warn)) < 0) {
+        fprintf(stderr, "apiaryd: %s\n", edge_err);
+        return 1;
+    }
     if (test_only) {
         printf("# apiaryd effective configuration%s%s\n",
                conf_file ? " from " : "", conf_file ? conf_file : "");
         config_print(&cfg, stdout);
+        if (edge_warn[0])
+            fprintf(stderr, "apiaryd: warning: %s\n", edge_warn);
         fprintf(stderr, "apiaryd: configuration OK\n");
         return 0;
     }

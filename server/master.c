@@ -44,6 +44,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "metrics_hook.h"
+#include "ratelimit.h"
 #include "worker.h"
 
 #define MAX_WORKERS 256
@@ -335,6 +336,10 @@ master_run(struct config *cfg, int daemonize)
             metrics_publish_routes(metrics, cfg);
         }
     }
+    if (ratelimit_open(cfg->ratelimit_slots) < 0)
+        log_error("mmap() for the rate-limit table failed: %s; requests are "
+                  "not rate limited",
+                  strerror(errno));
     for (unsigned i = 0; i < nslots; i++) {
         slots[i].id = i + 1;
         spawn(&slots[i]);

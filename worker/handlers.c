@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "edge.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "pg.h"
@@ -54,8 +55,11 @@ debug_worker(struct request *r, void *arg)
     const struct worker *wk = arg;
     const struct pg_stats *ps = wk->pg ? pg_get_stats(wk->pg) : NULL;
     const struct cache_stats *cs = &wk->api.cache_stats;
-    char body[1536];
+    char body[2048], edge_json[512] = "";
     int n;
+
+    if (wk->edge)
+        (void)edge_debug_json(wk->edge, edge_json, sizeof(edge_json));
 
     n = snprintf(
         body, sizeof(body),
@@ -74,7 +78,7 @@ debug_worker(struct request *r, void *arg)
         "\"cache_evictions\":%llu,\"cache_invalidations\":%llu,"
         "\"cache_retries\":%llu,\"cache_reclaimed\":%llu,"
         "\"cache_stale_fills_refused\":%llu,\"cache_flushes\":%llu,"
-        "\"cache_not_stored\":%llu}",
+        "\"cache_not_stored\":%llu%s}",
         wk->id, (int)getpid(), (unsigned long long)wk->accepted,
         wk->conns.nconns, (unsigned long long)wk->conns.nrequests,
         (unsigned long long)wk->yields, pg_is_ready(wk->pg) ? "true" : "false",
@@ -97,7 +101,8 @@ debug_worker(struct request *r, void *arg)
         (unsigned long long)cs->invalidations, (unsigned long long)cs->retries,
         (unsigned long long)cs->reclaimed,
         (unsigned long long)cs->stale_fills_refused,
-        (unsigned long long)cs->flushes, (unsigned long long)cs->not_stored);
+        (unsigned long long)cs->flushes, (unsigned long long)cs->not_stored,
+        edge_json);
     request_reply(r, 200, body, (size_t)n, NULL, 0);
 }
 

@@ -124,6 +124,10 @@ struct request {
     struct timer timer; /* request timeout (504) while owed */
     request_abort_fn abort_fn;
     void *abort_arg;
+    /* set by the after-routing hooks for the serialise hooks (issue 10),
+     * since the request's header slices are gone by then */
+    uint8_t gzip_ok;     /* Accept-Encoding allows gzip */
+    uint8_t cors_origin; /* 1 + index of the allowed Origin, 0: none */
 
     /* copies for the access log once the input is gone */
     enum http_method method;

@@ -44,6 +44,7 @@
 #include "balance.h"
 #include "cache.h"
 #include "conn.h"
+#include "edge.h"
 #include "handlers.h"
 #include "log.h"
 #include "pg.h"
@@ -61,6 +62,7 @@
 enum { DRAIN_NONE = 0, DRAIN_GRACEFUL, DRAIN_FAST };
 
 static struct worker self;
+static struct edge edge; /* issue 10: auth, rate limit, CORS, gzip, ids */
 static volatile sig_atomic_t got_term, got_quit, got_reopen;
 
 static void
@@ -568,6 +570,13 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     if (metrics_hook_attach(&wk->metrics, &wk->conns.hooks, &wk->router, cfg) <
         0)
         worker_fail("adding the metrics hook");
+    char edge_why[CONFIG_DIAG_MAX];
+    if (edge_init(&edge, cfg, &wk->conns.hooks, &wk->router, edge_why,
+                  sizeof(edge_why)) < 0) {
+        log_error("worker start failed: %s", edge_why);
+        exit(2);
+    }
+    wk->edge = &edge;
 
     if (nlisten > WORKER_MAX_LISTENERS)
         nlisten = WORKER_MAX_LISTENERS;
@@ -594,6 +603,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     pg_free(&wk->pg);
     api_fini(&wk->api);
     metrics_hook_fini(&wk->metrics);
+    edge_fini(&edge);
     log_flush();
     log_detach_loop();
     loop_free(&wk->loop);

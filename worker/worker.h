@@ -56,6 +56,8 @@ struct listener {
     bool registered;
 };
 
+struct edge;
+
 struct worker {
     uint32_t magic;
     uint32_t generation;
@@ -67,6 +69,7 @@ struct worker {
     struct api api;
     struct pg *pg;               /* NULL when no database_url is configured */
     struct metrics_hook metrics; /* this worker's metrics block */
+    struct edge *edge;           /* auth, rate limit, ... (issue 10; edge.h) */
 
     struct listener listeners[WORKER_MAX_LISTENERS];
     unsigned nlisteners;

@@ -16,6 +16,15 @@ The rules the helpers enforce:
     crash (unless the test said it expects one); then it is stopped with
     SIGTERM by pid and every one of its processes must be gone.
 
+Writes need a bearer token (issue 10): every server started here gets
+``auth_secret = TEST_SECRET``, and the request helpers add a valid token to
+POST, PATCH and DELETE by default: ``RawClient.send`` inserts an
+Authorization line after each write's request line that has none
+(``RawClient(..., auth=False)`` or ``send(data, auth=False)`` to send bytes
+as they are), and ``api.conftest.ApiClient`` does the same for requests
+(``token=None`` for none, ``token="..."`` for a forged one).  ``mint_token``
+is scripts/mint-token's own function.
+
 Environment: APIARY_BIN (default <root>/build/apiaryd),
 APIARY_TEST_TIMEOUT_MULTIPLIER.
 """
@@ -26,6 +35,8 @@ import signal
 import socket
 import subprocess
 import time
+import importlib.util
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
 
 import pytest
@@ -35,6 +46,42 @@ APIARY_BIN = os.environ.get("APIARY_BIN") or str(ROOT / "build" / "apiaryd")
 MULTIPLIER = float(os.environ.get("APIARY_TEST_TIMEOUT_MULTIPLIER") or "1")
 
 HOST = "127.0.0.1"
+
+# The HS256 key of every server the fixtures start (issue 10), and the
+# token minting of scripts/mint-token (so the script is tested too).
+TEST_SECRET = "apiary-test-secret-0123456789abcdef-0123456789"
+_loader = SourceFileLoader("mint_token", str(ROOT / "scripts" / "mint-token"))
+_mint = importlib.util.module_from_spec(importlib.util.spec_from_loader("mint_token", _loader))
+_loader.exec_module(_mint)
+WRITE_METHODS = (b"POST", b"PATCH", b"DELETE")
+
+
+def mint_token(claims=None, key=TEST_SECRET, header=None, ttl=3600):
+    """An HS256 token: claims (default sub + exp = now + ttl) signed with key;
+    header overrides the JOSE header (forged algorithms)."""
+    if claims is None:
+        claims = {"sub": "test", "exp": int(time.time()) + ttl}
+    if isinstance(key, str):
+        key = key.encode()
+    return _mint.mint(key, claims, header)
+
+
+def auth_line(token=None):
+    """b"Authorization: Bearer <token>\r\n" (a fresh valid one by default)."""
+    return b"Authorization: Bearer " + (token or mint_token()).encode() + b"\r\n"
+
+
+_WRITE_LINE = re.compile(rb"(?:POST|PATCH|DELETE) [^ \r\n]+ HTTP/1\.[01]\r\n")
+
+
+def add_auth(data):
+    """data with an Authorization line after the request line of every write
+    request in it, unless data already holds an Authorization field."""
+    if b"authorization:" in data.lower():
+        return data
+    line = auth_line()
+    return _WRITE_LINE.sub(lambda m: m.group(0) + line, data)
+
 
 # Log lines that mean a process died in a way nobody asked for (or had to
 # be killed because it did not honour a shutdown signal).
@@ -194,11 +241,15 @@ class RawClient:
     """One TCP connection speaking bytes; parses responses itself so that
     malformed requests, pipelining and closes can be observed exactly."""
 
-    def __init__(self, port, host=HOST, timeout=10, family=socket.AF_INET):
+    def __init__(self, port, host=HOST, timeout=10, family=socket.AF_INET,
+                 auth=True, source=None):
         self.timeout = scaled(timeout)
+        self.auth = auth  # add a valid token to writes (add_auth)
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         try:
+            if source:  # another client address, e.g. 127.0.0.2
+                self.sock.bind((source, 0))
             self.sock.connect((host, port))
         except OSError:
             self.sock.close()
@@ -216,7 +267,9 @@ class RawClient:
             self.sock.close()
             self.sock = None
 
-    def send(self, data):
+    def send(self, data, auth=None):
+        if self.auth if auth is None else auth:
+            data = add_auth(data)
         self.sock.sendall(data)
 
     def _recv_more(self, deadline):
@@ -360,6 +413,7 @@ class Apiary:
         "log_level": "info",
         "debug_endpoints": "on",
         "shutdown_timeout_ms": 10000,
+        "auth_secret": TEST_SECRET,
     }
 
     def __init__(self, tmpdir, config, env=None, args=()):

@@ -42,9 +42,11 @@ from conftest import (
     ROOT,
     Apiary,
     RawClient,
+    add_auth,
     clean_env,
     free_port,
     get,
+    mint_token,
     scaled,
     settled_fd_counts,
     wait_for,
@@ -330,13 +332,33 @@ def empty_db(pg_cluster):
 # ---- HTTP helpers ----
 
 
+_VALID = object()
+
+
+class AuthSession(requests.Session):
+    """A requests.Session whose writes carry a valid bearer token unless
+    token=None (none) or token="..." (that one) is given (issue 10).  Use
+    it wherever a test makes its own session."""
+
+    def request(self, method, url, *args, token=_VALID, **kw):
+        if method.upper() in ("POST", "PATCH", "DELETE"):
+            if token is _VALID:
+                token = mint_token()
+            if token is not None:
+                headers = dict(kw.get("headers") or {})
+                headers.setdefault("Authorization", "Bearer " + token)
+                kw["headers"] = headers
+        return super().request(method, url, *args, **kw)
+
+
 class ApiClient:
-    """requests against one server, keep-alive, with a client timeout."""
+    """requests against one server, keep-alive, with a client timeout.
+    Writes carry a valid token by default (AuthSession: token=...)."""
 
     def __init__(self, srv, timeout=10):
         self.base = srv.url("")
         self.timeout = scaled(timeout)
-        self.session = requests.Session()
+        self.session = AuthSession()
 
     def request(self, method, path, **kw):
         kw.setdefault("timeout", self.timeout)

@@ -12,6 +12,7 @@ import requests
 from conftest import HOST, RawClient, free_port, get, scaled, wait_for
 
 from .conftest import (
+    AuthSession,
     all_workers_status,
     assert_error,
     create_user,
@@ -64,7 +65,7 @@ class Load:
                        and t0 >= since)
 
     def run(self, n):
-        s = requests.Session()
+        s = AuthSession()  # writes carry a token
         mine = []
         try:
             while not self.stop_flag.is_set():

@@ -4,11 +4,10 @@ import collections
 import json
 import threading
 
-import requests
-
 from conftest import RawClient, get, scaled, wait_for
 
 from .conftest import (
+    AuthSession,
     all_workers_status,
     assert_error,
     create_order,
@@ -239,7 +238,7 @@ def test_concurrent_posts_with_one_key_make_one_order(api):
     lock = threading.Lock()
 
     def post(key, barrier):
-        s = requests.Session()  # a connection of its own
+        s = AuthSession()  # a connection of its own (writes with a token)
         try:
             # connect first, so that the POSTs leave together
             s.get(api.url("/health"), timeout=scaled(10))
