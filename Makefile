@@ -72,8 +72,9 @@ $(BUILD)/apiarystat: $(BUILD)/shm/apiarystat.o $(BUILD)/libapiary.a
 $(BUILD)/floor: $(BUILD)/scripts/floor.o
 	$(CC) $(LDFLAGS_ALL) -o $@ $^
 
-# The constant-rate load generator of scripts/loadtest.
-$(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/scripts/loadgen_hist.o
+# The constant-rate load generator of scripts/loadtest, on the server's
+# latency histogram (shm/histogram.c, self-contained).
+$(BUILD)/loadgen: $(BUILD)/scripts/loadgen.o $(BUILD)/shm/histogram.o
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ -lm
 
 # The shared cache's multi-process stress, SIGKILL and speed runs.

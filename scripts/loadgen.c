@@ -59,7 +59,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "loadgen_hist.h"
+#include "histogram.h"
 
 #define LG_MAX_SPECS 16
 #define LG_MAX_HEADERS 16
@@ -136,6 +136,81 @@ static struct {
          .timeout_s = 10.0,
          .jobs = 1,
          .tag = "lg"};
+
+/*
+ * A latency histogram: the server's (shm/histogram.h, the same log-linear
+ * buckets as its metrics segment: microseconds, exact below 64 us, then 64
+ * buckets per power of two, so a percentile is within 0.8% from 64 us on),
+ * with the count, sum, min and max kept exactly in nanoseconds beside it.
+ * loadgen measures in nanoseconds and records the value rounded to the
+ * nearest microsecond: sub-microsecond resolution is not needed (loopback
+ * round trips are tens of microseconds or more; below 64 us the bucket
+ * error is at most 0.5 us). Plain data, no pointer: -j's jobs send it to
+ * the parent through a pipe as bytes.
+ */
+struct lg_hist {
+    uint64_t count;
+    uint64_t sum_ns;
+    uint64_t min_ns;
+    uint64_t max_ns;
+    uint64_t bucket[HISTOGRAM_BUCKETS];
+};
+
+static void
+lg_hist_init(struct lg_hist *h)
+{
+    memset(h, 0, sizeof *h);
+    h->min_ns = UINT64_MAX;
+}
+
+static void
+lg_hist_record(struct lg_hist *h, uint64_t ns)
+{
+    h->bucket[histogram_bucket((ns + 500) / 1000)]++;
+    h->count++;
+    h->sum_ns += ns;
+    if (ns < h->min_ns)
+        h->min_ns = ns;
+    if (ns > h->max_ns)
+        h->max_ns = ns;
+}
+
+static void
+lg_hist_merge(struct lg_hist *dst, const struct lg_hist *src)
+{
+    for (unsigned i = 0; i < HISTOGRAM_BUCKETS; i++)
+        dst->bucket[i] += src->bucket[i];
+    dst->count += src->count;
+    dst->sum_ns += src->sum_ns;
+    if (src->min_ns < dst->min_ns)
+        dst->min_ns = src->min_ns;
+    if (src->max_ns > dst->max_ns)
+        dst->max_ns = src->max_ns;
+}
+
+/* The q-quantile in microseconds: histogram_quantile() (the middle of the
+ * bucket of the ceil(q * count)-th value), kept within [min, max]; q >= 1
+ * gives max exactly. 0 when empty. */
+static double
+lg_hist_quantile_us(const struct lg_hist *h, double q)
+{
+    if (h->count == 0)
+        return 0.0;
+    if (q >= 1.0)
+        return (double)h->max_ns / 1e3;
+    double us = histogram_quantile(h->bucket, q);
+    if (us * 1e3 > (double)h->max_ns)
+        us = (double)h->max_ns / 1e3;
+    if (us * 1e3 < (double)h->min_ns)
+        us = (double)h->min_ns / 1e3;
+    return us;
+}
+
+static double
+lg_hist_mean_us(const struct lg_hist *h)
+{
+    return h->count ? (double)h->sum_ns / (double)h->count / 1e3 : 0.0;
+}
 
 static struct {
     struct lg_hist latency; /* from the due time */
@@ -663,13 +738,11 @@ json_hist(const char *name, const struct lg_hist *h)
     printf("\"%s\":{\"count\":%llu,\"mean\":%.1f,\"min\":%.1f,\"p50\":%.1f,"
            "\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"p9999\":%.1f,"
            "\"max\":%.1f}",
-           name, (unsigned long long)h->count, lg_hist_mean(h) / 1e3,
+           name, (unsigned long long)h->count, lg_hist_mean_us(h),
            h->count ? (double)h->min_ns / 1e3 : 0.0,
-           (double)lg_hist_quantile(h, 0.5) / 1e3,
-           (double)lg_hist_quantile(h, 0.9) / 1e3,
-           (double)lg_hist_quantile(h, 0.99) / 1e3,
-           (double)lg_hist_quantile(h, 0.999) / 1e3,
-           (double)lg_hist_quantile(h, 0.9999) / 1e3, (double)h->max_ns / 1e3);
+           lg_hist_quantile_us(h, 0.5), lg_hist_quantile_us(h, 0.9),
+           lg_hist_quantile_us(h, 0.99), lg_hist_quantile_us(h, 0.999),
+           lg_hist_quantile_us(h, 0.9999), (double)h->max_ns / 1e3);
 }
 
 static void
@@ -719,9 +792,8 @@ report(int64_t end)
     printf(",\"percentiles\":[");
     for (int k = 0; k <= 20; k++) {
         double q = 1.0 - pow(10.0, -(double)k / 4.0);
-        printf("[%.6f,%.1f,%.1f],", q,
-               (double)lg_hist_quantile(&st.latency, q) / 1e3,
-               (double)lg_hist_quantile(&st.service, q) / 1e3);
+        printf("[%.6f,%.1f,%.1f],", q, lg_hist_quantile_us(&st.latency, q),
+               lg_hist_quantile_us(&st.service, q));
     }
     printf("[1,%.1f,%.1f]]", (double)st.latency.max_ns / 1e3,
            (double)st.service.max_ns / 1e3);
@@ -761,7 +833,7 @@ progress(int64_t now)
                 "errors %llu   ",
                 el, opt.duration_s, (unsigned long long)st.done,
                 el > 0 ? (double)st.done / el : 0.0,
-                (double)lg_hist_quantile(&st.latency, 0.99) / 1e3,
+                lg_hist_quantile_us(&st.latency, 0.99),
                 (unsigned long long)errs);
 }
 

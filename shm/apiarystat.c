@@ -17,6 +17,11 @@
  * is replaced: new inode and generation) or stops, the live view says so
  * and attaches to the new one as soon as it appears.
  *
+ * -j prints the document GET /status.json serves (metrics_format_json()
+ * with the histogram: [low_us, high_us, count] per non-empty bucket), so a
+ * reader such as scripts/loadtest takes percentiles of any interval from
+ * the difference of two readings.
+ *
  * -f PATTERN keeps the fields whose name matches the shell pattern
  * (fnmatch; e.g. 'cache_*', '*db*', 'route:GET /users*').  With -p it keeps
  * the series whose metric name matches; with -j it prints a flat object of
@@ -485,7 +490,7 @@ main(int argc, char *argv[])
         print_json_filtered(s, pattern);
     } else {
         struct metrics_out o = {0};
-        metrics_format_json(s, false, &o);
+        metrics_format_json(s, true, &o);
         if (o.failed || o.buf == NULL) {
             fprintf(stderr, "apiarystat: out of memory\n");
             rc = 1;
