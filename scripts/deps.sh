@@ -3,7 +3,8 @@
 #
 #   build  compiler, libraries and headers (the default)
 #   test   build + PostgreSQL 15, pytest, requests, psycopg, procps, curl,
-#          prometheus (promtool), chromium (status page test)
+#          prometheus (promtool), chromium (status page test), wrk and
+#          gnuplot-nox (load-test tests)
 #   fuzz   clang with libFuzzer
 #   bench  wrk, nginx (nginx-light if apt knows it), curl, procps, gnuplot-nox
 #   lint   clang-format, cppcheck, clang-tidy
@@ -47,6 +48,9 @@ group() {
         # metrics tests (issue 8): promtool checks GET /metrics, a headless
         # chromium renders the status page; setpriv (util-linux) is essential
         add prometheus chromium
+        # load-test tests (issue 11): wrk drives the throughput phase,
+        # gnuplot draws the result plot
+        add wrk gnuplot-nox
         ;;
     fuzz) add clang libclang-rt-14-dev ;;
     # "@nginx" is resolved below: any installed nginx flavour satisfies it.

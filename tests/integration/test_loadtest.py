@@ -215,7 +215,7 @@ def last_json(stdout):
 
 def test_loadtest_result_shape(apiary, tmp_path):
     srv = apiary(workers=2, access_log="off")
-    mode = "both" if os.path.exists("/usr/bin/wrk") else "rate"
+    mode = "both"  # wrk and gnuplot: scripts/deps.sh test
     p = run_loadtest(["health", "--port", srv.port, "--duration", 2,
                       "--connections", 4, "--threads", 1, "--mode", mode,
                       "--rate", 300, "--out", tmp_path, "--json"])
@@ -256,10 +256,9 @@ def test_loadtest_result_shape(apiary, tmp_path):
         tv = t["server_view"]
         assert tv["available"] is True, tv
         assert t["requests"] <= tv["requests"] <= t["requests"] + 4, (t, tv)
-    if os.path.exists("/usr/bin/gnuplot"):
-        png = ROOT / rec["plot"]
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        png.unlink()
+    png = ROOT / rec["plot"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png.unlink()
     assert "saved: " in p.stdout
 
 
@@ -309,7 +308,6 @@ def test_writes_carry_the_token_reads_do_not(stall_server):
     assert all("\r\nContent-Type: application/json" in h for h in posts)
 
 
-@pytest.mark.skipif(not os.path.exists("/usr/bin/wrk"), reason="wrk not installed")
 def test_wrk_scripts_carry_the_token_on_writes(stall_server):
     s = stall_server(stall_at=0)
     env = dict(os.environ, APIARY_TOKEN="tok456")
