@@ -86,6 +86,12 @@ static const struct key keys[] = {
      "directory of NNNN_*.sql migrations"},
     {"debug_endpoints", K_BOOL, F(debug_endpoints), 0, 1,
      "serve GET /debug/worker"},
+    /* daemon operations (issue 9) */
+    {"user", K_STRING, F(user), 0, 0,
+     "started as root, the master drops to this user after binding "
+     "(empty: stay)"},
+    {"group", K_STRING, F(group), 0, 0,
+     "group to drop to (empty: the user's primary group)"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))

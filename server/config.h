@@ -50,6 +50,9 @@ struct config {
     uint32_t db_queue_limit;       /* queries waiting per worker (then 503) */
     char sql_dir[CONFIG_PATH_MAX]; /* migrations, for apiaryd migrate */
     bool debug_endpoints;
+    /* daemon operations (issue 9) */
+    char user[64];  /* started as root: drop to this user ("" = stay) */
+    char group[64]; /* and this group ("" = the user's primary group) */
 };
 
 /* Fills c with the built-in defaults. */
