@@ -2,7 +2,10 @@
 # deps.sh [GROUP...] - install the Debian 12 packages apiary needs.
 #
 #   build  compiler, libraries and headers (the default)
-#   test   build + PostgreSQL 15, pytest, requests, psycopg, procps, curl
+#   test   build + PostgreSQL 15, pytest, requests, psycopg, procps, curl,
+#          and what test_install.py checks the packaging with: mandoc,
+#          man-db (man, lexgrog), systemd (systemd-analyze), logrotate,
+#          sysvinit-utils (/lib/lsb/init-functions)
 #   fuzz   clang with libFuzzer
 #   bench  wrk, nginx (nginx-light if apt knows it), curl, procps
 #   lint   clang-format, cppcheck, clang-tidy
@@ -43,6 +46,8 @@ group() {
         group build
         add postgresql-15 python3-pytest python3-requests python3-psycopg \
             procps curl
+        # packaging checks (issue 9: test_install.py)
+        add mandoc man-db systemd logrotate sysvinit-utils
         ;;
     fuzz) add clang libclang-rt-14-dev ;;
     # "@nginx" is resolved below: any installed nginx flavour satisfies it.

@@ -93,4 +93,11 @@ void config_finish(struct config *c);
 /* Prints every key with its effective value, config-file syntax. */
 void config_print(const struct config *c, FILE *out);
 
+/*
+ * Prints an example file: every key of the table, commented out with its
+ * built-in default, after its help text and its range (apiaryd -e; make
+ * install ships it, so the documented list cannot go stale).
+ */
+void config_print_example(FILE *out);
+
 #endif

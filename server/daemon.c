@@ -4,14 +4,18 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -131,6 +135,40 @@ void
 daemon_failed(const char *reason)
 {
     report(reason && reason[0] ? reason : "unknown reason");
+}
+
+int
+daemon_notify(const char *fmt, ...)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    char msg[512];
+    size_t plen;
+    socklen_t slen;
+    va_list ap;
+    int fd, rc;
+
+    if (path == NULL || (path[0] != '/' && path[0] != '@') ||
+        (plen = strlen(path)) >= sizeof(sa.sun_path)) {
+        errno = ENOENT;
+        return -1;
+    }
+    memcpy(sa.sun_path, path, plen);
+    if (path[0] == '@')
+        sa.sun_path[0] = '\0'; /* abstract namespace */
+    slen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    rc = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+                slen) < 0
+             ? -1
+             : 0;
+    (void)close(fd);
+    return rc;
 }
 
 int

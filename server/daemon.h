@@ -19,6 +19,7 @@
 #ifndef APIARY_DAEMON_H
 #define APIARY_DAEMON_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -46,6 +47,15 @@ void daemon_child_stdio(void);
 /* Start-up failed for reason: the foreground prints it and exits 1.  A
  * no-op when not detached or already reported. */
 void daemon_failed(const char *reason);
+
+/*
+ * systemd's readiness protocol (Type=notify), without libsystemd: when
+ * NOTIFY_SOCKET is set, sends the formatted state ("READY=1",
+ * "RELOADING=1", "STOPPING=1", "MAINPID=N", "STATUS=...", one per line)
+ * as one datagram to it.  Best effort: returns 0, or -1 with errno set
+ * (nothing to do, or the send failed); callers ignore it.
+ */
+int daemon_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
  * Raises RLIMIT_NOFILE (soft, and hard when privileged) to what

@@ -44,6 +44,8 @@ usage(FILE *out)
             "  -d             run in the background (daemonize)\n"
             "  -t             test the configuration, print the effective "
             "settings, exit\n"
+            "  -e             print an example configuration (every key, "
+            "documented)\n"
             "  -s SIGNAL      send stop (TERM), quit (QUIT), reload (HUP), "
             "reopen (USR1)\n"
             "                 or upgrade (USR2) to the master named by the "
@@ -115,7 +117,7 @@ load_config(struct config *cfg, char *diag, size_t diag_len)
     config_defaults(cfg);
     opterr = 0;
     optind = 1;
-    while ((opt = getopt(saved_argc, saved_argv, "c:o:p:s:dth")) != -1)
+    while ((opt = getopt(saved_argc, saved_argv, "c:o:p:s:dteh")) != -1)
         if (opt == 'c')
             conf_file = optarg;
     if (conf_file && config_load_file(cfg, conf_file, diag, diag_len) < 0)
@@ -123,7 +125,7 @@ load_config(struct config *cfg, char *diag, size_t diag_len)
     if (config_load_env(cfg, environ, diag, diag_len) < 0)
         return -1;
     optind = 1;
-    while ((opt = getopt(saved_argc, saved_argv, "c:o:p:s:dth")) != -1) {
+    while ((opt = getopt(saved_argc, saved_argv, "c:o:p:s:dteh")) != -1) {
         if (opt == 'o') {
             char key[64];
             const char *eq = optarg ? strchr(optarg, '=') : NULL;
@@ -177,7 +179,7 @@ main(int argc, char *argv[])
     /* the flags that are not settings; bad usage is reported here */
     opterr = 1;
     optind = 1;
-    while ((opt = getopt(saved_argc, saved_argv, "c:o:p:s:dth")) != -1) {
+    while ((opt = getopt(saved_argc, saved_argv, "c:o:p:s:dteh")) != -1) {
         switch (opt) {
         case 'c':
             conf_file = optarg;
@@ -194,6 +196,9 @@ main(int argc, char *argv[])
         case 't':
             test_only = 1;
             break;
+        case 'e':
+            config_print_example(stdout);
+            return 0;
         case 'h':
             usage(stdout);
             return 0;

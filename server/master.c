@@ -598,6 +598,9 @@ reap(bool shutting_down)
             g->state = GEN_RETIRING;
             g->deadline_ms = now + FAST_KILL_MS;
             signal_gen(g, SIGTERM);
+            (void)daemon_notify("READY=1\nSTATUS=reload failed; serving "
+                                "generation %u",
+                                cur ? cur->number : 0);
         }
         if (g->state == GEN_RETIRING) {
             if (gen_live(g) == 0) {
@@ -744,6 +747,9 @@ reload(void)
     }
     g->state = GEN_STARTING;
     g->deadline_ms = now_ms() + nc->start_timeout_ms + START_MARGIN_MS;
+    (void)daemon_notify("RELOADING=1\nSTATUS=reloading: generation %u "
+                        "starting",
+                        g->number);
     log_info("reload: configuration read; generation %u starting with %u "
              "workers",
              g->number, g->nslots);
@@ -763,6 +769,8 @@ check_starting(uint64_t now)
             struct gen *old = cur;
             g->state = GEN_CURRENT;
             cur = g;
+            (void)daemon_notify("READY=1\nSTATUS=serving, generation %u",
+                                g->number);
             if (old) {
                 retire(old);
                 log_info("reload done: generation %u serves; generation %u "
@@ -778,6 +786,9 @@ check_starting(uint64_t now)
             g->state = GEN_RETIRING;
             g->deadline_ms = now + FAST_KILL_MS;
             signal_gen(g, SIGTERM);
+            (void)daemon_notify("READY=1\nSTATUS=reload failed; serving "
+                                "generation %u",
+                                cur ? cur->number : 0);
         }
     }
 }
@@ -877,6 +888,9 @@ finish_upgrade(void)
             log_info("binary upgrade over: pidfile %s is this master's "
                      "again",
                      cur->cfg->pidfile);
+        (void)daemon_notify("MAINPID=%d\nREADY=1\nSTATUS=serving, "
+                            "generation %u (upgrade rolled back)",
+                            (int)getpid(), cur->number);
         oldbin[0] = '\0';
     }
     upgrade_ready = false;
@@ -1100,6 +1114,9 @@ master_run(const struct config *cfg, const struct master_opts *o)
                 if (!cur->ready_reported && gen_ready(cur)) {
                     cur->ready_reported = true;
                     daemon_ready();
+                    (void)daemon_notify("READY=1\nMAINPID=%d\nSTATUS=serving, "
+                                        "generation %u",
+                                        (int)getpid(), cur->number);
                     if (parent_ch >= 0 &&
                         handover_send(parent_ch, HANDOVER_READY, NULL, -1) < 0)
                         log_warn("cannot tell the old master we serve: %s",
@@ -1242,6 +1259,7 @@ master_run(const struct config *cfg, const struct master_opts *o)
         if (got_term && mode != FAST) {
             got_term = 0;
             log_info("fast shutdown requested");
+            (void)daemon_notify("STOPPING=1");
             mode = FAST;
             deadline = now_ms() + FAST_KILL_MS;
             signal_workers(SIGTERM);
@@ -1260,6 +1278,7 @@ master_run(const struct config *cfg, const struct master_opts *o)
             } else if (!upgrade_finish) {
                 uint32_t grace = cur ? cur->cfg->shutdown_timeout_ms : 30000;
                 log_info("graceful shutdown requested");
+                (void)daemon_notify("STOPPING=1");
                 mode = GRACEFUL;
                 deadline = now_ms() + grace + 1000;
                 signal_workers(SIGQUIT);
