@@ -128,11 +128,12 @@ static uint64_t relayed, relay_dropped;
 
 /* binary upgrade: the new master (our child), or our parent (old master) */
 static pid_t upgrade_pid;
-static int upgrade_ch = -1; /* to the new master */
-static bool upgrade_ready;  /* the new master serves */
-static bool upgrade_finish; /* QUIT: our connections go to the new master */
-static int parent_ch = -1;  /* to the old master (we are the new one) */
-static bool rolling_back;   /* the old master took everything back */
+static int upgrade_ch = -1;   /* to the new master */
+static bool upgrade_ready;    /* the new master serves */
+static bool upgrade_finish;   /* QUIT: our connections go to the new master */
+static bool upgrade_rollback; /* HUP: the new master was told to go */
+static int parent_ch = -1;    /* to the old master (we are the new one) */
+static bool rolling_back;     /* the old master took everything back */
 static char oldbin[CONFIG_PATH_MAX + 8];
 
 static uint64_t
@@ -545,11 +546,16 @@ reap(bool shutting_down)
             finish_upgrade();
             upgrade_pid = 0;
             if (!upgrade_finish)
-                log_error("binary upgrade: the new master (pid %d) exited "
-                          "with %s %d; this master keeps serving",
-                          (int)pid, WIFSIGNALED(status) ? "signal" : "status",
-                          WIFSIGNALED(status) ? WTERMSIG(status)
-                                              : WEXITSTATUS(status));
+                log_at(upgrade_rollback && WIFEXITED(status) &&
+                               WEXITSTATUS(status) == 0
+                           ? LOG_INFO
+                           : LOG_ERROR,
+                       "binary upgrade: the new master (pid %d) exited "
+                       "with %s %d; this master keeps serving",
+                       (int)pid, WIFSIGNALED(status) ? "signal" : "status",
+                       WIFSIGNALED(status) ? WTERMSIG(status)
+                                           : WEXITSTATUS(status));
+            upgrade_rollback = false;
             continue;
         }
         if (!slot_of(pid, &g, &s)) {
@@ -1124,10 +1130,6 @@ master_run(const struct config *cfg, const struct master_opts *o)
                 }
             }
             check_starting(now);
-            if (rolling_back && live_workers() == 0 && relay_len == 0)
-                break;
-            if (upgrade_finish && live_workers() == 0 && relay_len == 0)
-                break;
         } else {
             if (live_workers() == 0)
                 break;
@@ -1169,6 +1171,11 @@ master_run(const struct config *cfg, const struct master_opts *o)
         }
 
         want_out = relay_flush(mode != RUNNING);
+        /* everything handed to the other master (after the relay: a dead
+         * worker's last descriptors may just have been queued) */
+        if (mode == RUNNING && (rolling_back || upgrade_finish) &&
+            live_workers() == 0 && relay_len == 0)
+            break;
         if (want_out && wake > now + 10)
             wake = now + 10; /* targets full: look again soon */
         /* every channel, read while the relay has room */
@@ -1300,6 +1307,7 @@ master_run(const struct config *cfg, const struct master_opts *o)
                 log_info("binary upgrade: rolling back; the new master "
                          "(pid %d) hands its connections back and exits",
                          (int)upgrade_pid);
+                upgrade_rollback = true;
                 if (upgrade_ch < 0 ||
                     handover_send(upgrade_ch, HANDOVER_ROLLBACK, NULL, -1) < 0)
                     (void)kill(upgrade_pid, SIGQUIT);

@@ -466,3 +466,122 @@ def test_nofile_limit_raised_or_explained(apiary):
                    for m in log_msgs(srv)), log_msgs(srv)
     else:
         assert soft >= 5064
+
+
+# ---- binary upgrade (USR2) ----
+
+
+@pytest.fixture
+def own_binary(tmp_path, monkeypatch):
+    """apiaryd copied to a file of its own, so a test can replace it the way
+    an upgrade does (a new file at the same path) or break it."""
+    import conftest
+    path = tmp_path / "bin" / "apiaryd"
+    path.parent.mkdir()
+    shutil.copy2(APIARY_BIN, path)
+    monkeypatch.setattr(conftest, "APIARY_BIN", str(path))
+    return path
+
+
+def replace_binary(path, content=None):
+    """Installs a new file at path (new inode, as make install does)."""
+    tmp = path.with_suffix(".new")
+    if content is None:
+        shutil.copy2(APIARY_BIN, tmp)
+    else:
+        tmp.write_text(content)
+        os.chmod(tmp, 0o755)
+    os.rename(tmp, path)
+
+
+def master_msgs(srv, pid):
+    return [l.get("msg", "") for l in srv.error_log_lines() if l.get("pid") == pid]
+
+
+def upgrade(srv, old):
+    """USR2 to master old, wait until the new master serves, QUIT old, wait
+    until it is gone; returns the new master's pid."""
+    oldbin = Path(str(srv.pidfile) + ".oldbin")
+    os.kill(old, signal.SIGUSR2)
+
+    def new_serves():
+        for m in master_msgs(srv, old):
+            g = re.search(r"the new master \(pid (\d+)\) serves", m)
+            if g:
+                return int(g.group(1))
+        return None
+
+    new = wait_for(new_serves, 20, "the new master to serve")
+    assert oldbin.exists() and pid_of(oldbin) == old
+    assert pid_of(srv.pidfile) == new
+    os.kill(old, signal.SIGQUIT)
+    wait_for(lambda: not pid_alive(old), 20, "the old master to finish")
+    assert not oldbin.exists()
+    assert pid_of(srv.pidfile) == new
+    srv.seen_pids.update(children_of(new))
+    return new
+
+
+def stop_master(srv, pid):
+    kids = children_of(pid)
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not pid_alive(pid) and not any(pid_alive(k) for k in kids),
+             10, "master %d and its workers to exit" % pid)
+
+
+def test_two_binary_upgrades_under_load_lose_nothing(apiary, own_binary):
+    srv = apiary(workers=2, shutdown_timeout_ms=4000)
+    srv.stopped = True  # its master leaves on purpose; we stop the last one
+    load = Load(srv.port).start()
+    master = srv.proc.pid
+    try:
+        for _ in range(2):
+            time.sleep(1)  # some load on each master
+            replace_binary(own_binary)
+            master = upgrade(srv, master)
+        time.sleep(1)
+        idle_closed = load.finish()
+        assert load.failures == {}, load.report()
+        assert idle_closed == 0, "%d idle connections closed; %s" % (
+            idle_closed, load.report())
+        assert load.connections == load.nbusy, load.report()
+        assert proc_cmdline(master).startswith("apiaryd: master")
+        assert srv.proc.poll() == 0  # the first master finished cleanly
+    finally:
+        if pid_alive(master):
+            stop_master(srv, master)
+
+
+def test_upgrade_rollback_with_hup(apiary, own_binary):
+    srv = apiary(workers=2)
+    load = Load(srv.port, busy=2, idle=10).start()
+    old = srv.proc.pid
+    oldbin = Path(str(srv.pidfile) + ".oldbin")
+    os.kill(old, signal.SIGUSR2)
+    wait_log(srv, r"the new master \(pid \d+\) serves")
+    new = pid_of(srv.pidfile)
+    assert new != old
+    srv.signal(signal.SIGHUP)  # roll back
+    wait_for(lambda: not pid_alive(new), 20, "the new master to leave")
+    wait_for(lambda: not oldbin.exists() and pid_of(srv.pidfile) == old, 10,
+             "the pidfile to be the old master's again")
+    idle_closed = load.finish()
+    assert load.failures == {} and idle_closed == 0, load.report()
+    srv.assert_answers()
+
+
+def test_upgrade_to_a_binary_that_cannot_start_keeps_the_old_one(apiary,
+                                                                  own_binary):
+    srv = apiary(workers=2)
+    before = sorted(srv.worker_pids())
+    replace_binary(own_binary, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n")
+    srv.signal(signal.SIGUSR2)
+    hits = wait_log(srv, r"binary upgrade: the new master \(pid \d+\) exited "
+                         r"with status 3; this master keeps serving")
+    assert hits
+    srv.expected_deaths = 1  # that line, for the teardown's crash scan
+    wait_for(lambda: srv.pidfile.exists() and pid_of(srv.pidfile) == srv.proc.pid,
+             10, "the pidfile back")
+    assert not Path(str(srv.pidfile) + ".oldbin").exists()
+    assert sorted(srv.worker_pids()) == before
+    srv.assert_answers()
