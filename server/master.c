@@ -212,6 +212,17 @@ install_signals(sigset_t *blocked)
 
 /* ---- generations and blocks ---- */
 
+/* Tells the balance module the highest block in use (it scans to it). */
+static void
+blocks_changed(void)
+{
+    unsigned hi = 0;
+    for (unsigned b = 1; b <= BALANCE_MAX_WORKERS; b++)
+        if (blocks_used[b])
+            hi = b;
+    balance_set_span(hi);
+}
+
 static unsigned
 block_alloc(void)
 {
@@ -246,6 +257,7 @@ gen_new(struct config *cfg)
                      "is left out of connection spreading",
                      g->number, i + 1);
     }
+    blocks_changed();
     return g;
 }
 
@@ -255,6 +267,7 @@ gen_free(struct gen *g)
     for (unsigned i = 0; i < g->nslots; i++)
         if (g->slots[i].block)
             blocks_used[g->slots[i].block] = false;
+    blocks_changed();
     free(g->cfg);
     g->cfg = NULL;
     g->state = GEN_FREE;
