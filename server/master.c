@@ -1342,7 +1342,9 @@ master_run(const struct config *cfg, const struct master_opts *o)
     for (unsigned i = 0; i < nlfds; i++)
         if (close(lfds[i]) < 0)
             log_error("close() of listener failed: %s", strerror(errno));
-    if (upgrade_finish && oldbin[0]) {
+    /* during an upgrade our pidfile is PIDFILE.oldbin; PIDFILE is the new
+     * master's (pidfile_remove() would unlink it by name) */
+    if (oldbin[0]) {
         if (unlink(oldbin) < 0)
             log_error("unlink(%s) failed: %s", oldbin, strerror(errno));
         pidfile_close(pfh);

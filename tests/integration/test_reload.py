@@ -585,3 +585,24 @@ def test_upgrade_to_a_binary_that_cannot_start_keeps_the_old_one(apiary,
     assert not Path(str(srv.pidfile) + ".oldbin").exists()
     assert sorted(srv.worker_pids()) == before
     srv.assert_answers()
+
+
+def test_old_master_stopped_mid_upgrade_leaves_the_new_pidfile(apiary,
+                                                               own_binary):
+    """TERM to the old master before QUIT: it stops with its workers, and
+    removes its own .oldbin, never the new master's pidfile."""
+    srv = apiary(workers=1)
+    srv.stopped = True
+    old = srv.proc.pid
+    os.kill(old, signal.SIGUSR2)
+    wait_log(srv, r"the new master \(pid \d+\) serves")
+    new = pid_of(srv.pidfile)
+    try:
+        os.kill(old, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(old), 10, "the old master to stop")
+        assert not Path(str(srv.pidfile) + ".oldbin").exists()
+        assert pid_of(srv.pidfile) == new
+        srv.assert_answers()
+    finally:
+        stop_master(srv, new)
+    assert not srv.pidfile.exists()

@@ -30,7 +30,9 @@ def test_failing_new_generation_keeps_the_old_one(start_api, empty_db):
     srv.expected_deaths = len(srv.crash_lines())
     # with the file fixed, the next reload works
     srv.conf_path.write_text(text)
-    reload_once(srv, 1)
+    srv.signal(signal.SIGHUP)
+    wait_log(srv, r"^reload done: generation 3 serves")
+    wait_log(srv, r"^generation 1 is gone")
     assert not set(srv.worker_pids()) & set(before)
 
 
