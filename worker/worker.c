@@ -366,6 +366,9 @@ begin_shutdown(struct worker *wk, int mode)
         wk->drain_q_added = true;
     }
     timer_start(wk->loop, &wk->drain_q, &wk->drain_timer);
+    if (mode != DRAIN_FAST) /* ps shows who is on the way out */
+        setproctitle("-apiaryd: worker %u (retiring, generation %u)", wk->id,
+                     wk->generation);
     if (mode == DRAIN_HANDOVER)
         conn_ctx_hand_over(&wk->conns, offer_connection);
     else

@@ -606,3 +606,47 @@ def test_old_master_stopped_mid_upgrade_leaves_the_new_pidfile(apiary,
     finally:
         stop_master(srv, new)
     assert not srv.pidfile.exists()
+
+
+def test_systemd_notify_protocol(apiary, tmp_path):
+    """Type=notify: READY=1 once serving, RELOADING=1 then READY=1 around a
+    reload, STOPPING=1 on shutdown, over $NOTIFY_SOCKET."""
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(scaled(10))
+    try:
+        srv = apiary(workers=2, env={"NOTIFY_SOCKET": path})
+
+        def expect(word):
+            while True:
+                msg = sock.recv(4096).decode()
+                if word in msg.split("\n"):
+                    return msg
+
+        msg = expect("READY=1")
+        assert "MAINPID=%d" % srv.proc.pid in msg, msg
+        srv.signal(signal.SIGHUP)
+        expect("RELOADING=1")
+        assert "serving, generation 2" in expect("READY=1")
+        srv.signal(signal.SIGTERM)
+        srv.stopped = True
+        expect("STOPPING=1")
+        srv.wait_gone(10)
+    finally:
+        sock.close()
+
+
+def test_retiring_workers_say_so_in_ps(apiary):
+    srv = apiary(workers=1, shutdown_timeout_ms=10000)
+    c = srv.connect()
+    c.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # busy: keeps it retiring
+    old = srv.worker_pids()
+    srv.signal(signal.SIGHUP)
+    wait_for(lambda: "(retiring, generation 1)" in (proc_cmdline(old[0]) or ""),
+             10, "the old worker's title")
+    c.send(b"\r\n")
+    r = c.read_final_response()
+    assert r.status == 200
+    c.close()
+    wait_log(srv, r"^generation 1 is gone")
