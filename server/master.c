@@ -1133,6 +1133,14 @@ master_run(const struct config *cfg, const struct master_opts *o)
                 if (!cur->ready_reported && gen_ready(cur)) {
                     cur->ready_reported = true;
                     daemon_ready();
+                    /* stdout and stderr are /dev/null now: the logger
+                     * drops its own handles on the caller's (a "-" log
+                     * kept them open, and a caller reading our output
+                     * would wait for ever) */
+                    if (opts->daemonize && log_reopen() < 0)
+                        log_warn("reopening logs after detaching failed: "
+                                 "%s",
+                                 strerror(errno));
                     (void)daemon_notify("READY=1\nMAINPID=%d\nSTATUS=serving, "
                                         "generation %u",
                                         (int)getpid(), cur->number);

@@ -650,3 +650,20 @@ def test_retiring_workers_say_so_in_ps(apiary):
     assert r.status == 200
     c.close()
     wait_log(srv, r"^generation 1 is gone")
+
+
+def test_dash_d_with_stderr_logs_releases_the_callers_pipes(tmp_path):
+    """error_log and access_log "-": the daemon must not keep the caller's
+    stdout and stderr open once it serves, or a caller that reads them to
+    the end (an init system, a test) waits for ever."""
+    from conftest import free_port
+    conf = write_conf(tmp_path, free_port(), error_log="-", access_log="-")
+    r = run(["-c", str(conf), "-d"])  # run() has a timeout
+    pidfile = tmp_path / "apiaryd.pid"
+    try:
+        assert r.returncode == 0, r
+        assert "error_log is stderr" in r.stderr, r.stderr
+        assert "apiaryd started" in r.stderr, r.stderr
+    finally:
+        if pidfile.exists():
+            stop_by_pidfile(pidfile)

@@ -48,3 +48,18 @@ def test_reloads_with_database_requests_in_flight(start_api):
     assert load.failures == {}, load.report()
     assert idle_closed == 0, load.report()
     assert load.answers > 20, load.report()
+
+
+def test_dash_d_with_an_unmigrated_database_fails_with_the_reason(empty_db,
+                                                                  tmp_path):
+    """The issue's case: `apiaryd -d` whose workers can never start (the
+    schema is missing) used to exit 0 and log nothing anywhere.  Now it
+    exits 1 and says why on stderr."""
+    from conftest import free_port
+    from test_reload import run, write_conf
+    conf = write_conf(tmp_path, free_port(), workers=2,
+                      database_url=empty_db.url)
+    r = run(["-c", str(conf), "-d"])
+    assert r.returncode == 1, r
+    assert "start-up failed" in r.stderr and "schema" in r.stderr, r.stderr
+    assert not (tmp_path / "apiaryd.pid").exists()
