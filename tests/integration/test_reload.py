@@ -455,17 +455,44 @@ def test_privilege_drop_workers_never_root(tmp_path):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def test_nofile_limit_raised_or_explained(apiary):
-    srv = apiary(workers=1, max_connections=5000)
-    worker = srv.worker_pids()[0]
-    with open("/proc/%d/limits" % worker) as f:
-        line = [l for l in f if l.startswith("Max open files")][0]
-    soft = int(line.split()[3])
-    if soft < 5064:
-        assert any("RLIMIT_NOFILE" in m and "ulimit -n" in m
-                   for m in log_msgs(srv)), log_msgs(srv)
-    else:
-        assert soft >= 5064
+def _nofile_run(tmp_path, soft, hard, max_connections):
+    """Starts apiaryd -d with RLIMIT_NOFILE (soft, hard) and without
+    CAP_SYS_RESOURCE (as an unprivileged start would be); returns
+    (worker's soft limit, error log text); the daemon is stopped."""
+    import resource
+    from conftest import free_port
+    conf = write_conf(tmp_path, free_port(), max_connections=max_connections)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    argv = [APIARY_BIN, "-c", str(conf), "-d"]
+    if os.geteuid() == 0:
+        argv = ["setpriv", "--bounding-set", "-sys_resource", "--"] + argv
+    r = subprocess.run(argv, capture_output=True, text=True, env=clean_env(),
+                       timeout=scaled(30), preexec_fn=limit)
+    assert r.returncode == 0, r
+    pidfile = tmp_path / "apiaryd.pid"
+    try:
+        worker = children_of(pid_of(pidfile))[0]
+        with open("/proc/%d/limits" % worker) as f:
+            line = [l for l in f if l.startswith("Max open files")][0]
+        return int(line.split()[3]), (tmp_path / "error.log").read_text()
+    finally:
+        stop_by_pidfile(pidfile)
+
+
+def test_nofile_soft_limit_raised_to_what_connections_need(tmp_path):
+    soft, log = _nofile_run(tmp_path, 256, 8192, 2000)
+    assert soft == 2064, log
+    assert "RLIMIT_NOFILE" not in log
+
+
+def test_nofile_hard_limit_too_low_is_explained(tmp_path):
+    soft, log = _nofile_run(tmp_path, 256, 512, 2000)
+    assert soft == 512
+    assert ("RLIMIT_NOFILE is 512 (hard limit) but max_connections 2000 "
+            "needs 2064 per worker; raise it (ulimit -n 2064" in log), log
 
 
 # ---- binary upgrade (USR2) ----
