@@ -694,3 +694,22 @@ def test_dash_d_with_stderr_logs_releases_the_callers_pipes(tmp_path):
     finally:
         if pidfile.exists():
             stop_by_pidfile(pidfile)
+
+
+def test_new_master_killed_mid_upgrade_old_one_takes_pidfile_back(apiary,
+                                                                  own_binary):
+    srv = apiary(workers=2)
+    before = sorted(srv.worker_pids())
+    srv.signal(signal.SIGUSR2)
+    wait_log(srv, r"the new master \(pid \d+\) serves")
+    new = pid_of(srv.pidfile)
+    new_workers = children_of(new)
+    os.kill(new, signal.SIGKILL)
+    wait_log(srv, r"the new master \(pid %d\) exited with signal 9" % new)
+    wait_for(lambda: pid_of(srv.pidfile) == srv.proc.pid, 10,
+             "the pidfile back")
+    # its workers follow it (PR_SET_PDEATHSIG)
+    wait_for(lambda: not any(pid_alive(p) for p in new_workers), 10,
+             "the new master's workers to exit")
+    assert sorted(srv.worker_pids()) == before
+    srv.assert_answers()
