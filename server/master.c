@@ -686,6 +686,8 @@ keep_fixed(const struct config *run, struct config *nc)
     } fixed[] = {
 #define FIXED(f)                                                               \
     {#f, offsetof(struct config, f), sizeof(((struct config *)0)->f)}
+        /* the cache size (issue 7) belongs here too: reload keeps the
+         * segment */
         FIXED(listen),
         FIXED(pidfile),
         FIXED(user),
