@@ -4,7 +4,10 @@
 #   build  compiler, libraries and headers (the default)
 #   test   build + PostgreSQL 15, pytest, requests, psycopg, procps, curl,
 #          prometheus (promtool), chromium (status page test), wrk and
-#          gnuplot-nox (load-test tests)
+#          gnuplot-nox (load-test tests),
+#          what test_install.py checks the packaging with: mandoc,
+#          man-db (man, lexgrog), systemd (systemd-analyze), logrotate,
+#          sysvinit-utils (/lib/lsb/init-functions)
 #   fuzz   clang with libFuzzer
 #   bench  wrk, nginx (nginx-light if apt knows it), curl, procps, gnuplot-nox
 #   lint   clang-format, cppcheck, clang-tidy
@@ -51,6 +54,8 @@ group() {
         # load-test tests (issue 11): wrk drives the throughput phase,
         # gnuplot draws the result plot
         add wrk gnuplot-nox
+        # packaging checks (issue 9: test_install.py)
+        add mandoc man-db systemd logrotate sysvinit-utils
         ;;
     fuzz) add clang libclang-rt-14-dev ;;
     # "@nginx" is resolved below: any installed nginx flavour satisfies it.

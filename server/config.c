@@ -127,6 +127,12 @@ static const struct key keys[] = {
     {"gzip_level", K_INT, F(gzip_level), 0, 9, "0 = no compression"},
     {"gzip_min_bytes", K_SIZE, F(gzip_min_bytes), 0, 1048576,
      "smallest body compressed"},
+    /* daemon operations (issue 9) */
+    {"user", K_STRING, F(user), 0, 0,
+     "started as root, the master drops to this user after binding "
+     "(empty: stay)"},
+    {"group", K_STRING, F(group), 0, 0,
+     "group to drop to (empty: the user's primary group)"},
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -538,5 +544,53 @@ config_print(const struct config *c, FILE *out)
             break;
         }
         fprintf(out, "\t# %s\n", k->help);
+    }
+}
+
+void
+config_print_example(FILE *out)
+{
+    struct config d;
+
+    config_defaults(&d);
+    fprintf(out, "# apiaryd configuration: every key, with its built-in "
+                 "default.\n"
+                 "# Syntax: key = value; '#' starts a comment.  APIARY_<KEY> "
+                 "environment\n"
+                 "# variables override this file, and -o KEY=VALUE flags "
+                 "override both.\n"
+                 "# Sizes take k, m or g.  See apiaryd(8).\n");
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct key *k = &keys[i];
+        const char *field = (const char *)&d + k->offset;
+
+        fprintf(out, "\n# %s", k->help);
+        if (k->type == K_INT || k->type == K_SIZE)
+            fprintf(out, " [%llu..%llu]", (unsigned long long)k->min,
+                    (unsigned long long)k->max);
+        fprintf(out, "\n#%s = ", k->name);
+        switch (k->type) {
+        case K_NAME:
+        case K_LISTEN:
+        case K_STRING:
+            fprintf(out, "%s", field);
+            break;
+        case K_BOOL:
+            fprintf(out, "%s", *(const bool *)field ? "on" : "off");
+            break;
+        case K_LEVEL:
+            fprintf(out, "%s",
+                    log_level_name((enum log_level) * (const uint32_t *)field));
+            break;
+        case K_INT:
+        case K_SIZE:
+            if (k->size == sizeof(uint32_t))
+                fprintf(out, "%u", *(const uint32_t *)field);
+            else
+                fprintf(out, "%llu",
+                        (unsigned long long)*(const uint64_t *)field);
+            break;
+        }
+        fprintf(out, "\n");
     }
 }

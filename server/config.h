@@ -72,6 +72,9 @@ struct config {
     uint32_t cors_max_age_s;
     uint32_t gzip_level; /* 0: off, 1..9 */
     uint32_t gzip_min_bytes;
+    /* daemon operations (issue 9) */
+    char user[64];  /* started as root: drop to this user ("" = stay) */
+    char group[64]; /* and this group ("" = the user's primary group) */
 };
 
 /* Fills c with the built-in defaults. */
@@ -111,5 +114,12 @@ void config_finish(struct config *c);
 
 /* Prints every key with its effective value, config-file syntax. */
 void config_print(const struct config *c, FILE *out);
+
+/*
+ * Prints an example file: every key of the table, commented out with its
+ * built-in default, after its help text and its range (apiaryd -e; make
+ * install ships it, so the documented list cannot go stale).
+ */
+void config_print_example(FILE *out);
 
 #endif

@@ -611,7 +611,11 @@ stream_switch(struct log_stream *s, int fd)
 {
     unwatch(s);
     if (fd >= 0 && fd == s->fd && s->kind != OUT_UNKNOWN) {
-        s->recheck = true; /* "-" again: keep the alias if still the same */
+        /* "-" again: keep the alias if still the same; look now, so that
+         * an alias of a stderr since replaced (a daemon's) is dropped
+         * even if nothing is written for a while */
+        s->recheck = true;
+        stream_ready(s);
         return;
     }
     drop_alias(s);

@@ -19,6 +19,8 @@ _Static_assert(sizeof(struct balance_slot) == 64, "one cache line per slot");
 
 static struct balance_slot *slots;
 static unsigned nslots;
+/* highest id in use (balance_set_span); in the mapping's first line */
+static _Atomic uint32_t *span;
 
 int
 balance_open(unsigned nworkers)
@@ -27,13 +29,24 @@ balance_open(unsigned nworkers)
 
     if (nworkers > BALANCE_MAX_WORKERS)
         nworkers = BALANCE_MAX_WORKERS;
-    p = mmap(NULL, sizeof(struct balance_slot) * nworkers,
+    /* one extra line first: the span */
+    p = mmap(NULL, sizeof(struct balance_slot) * (nworkers + 1),
              PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return -1;
-    slots = p;
+    span = p;
+    atomic_store_explicit(span, nworkers, memory_order_relaxed);
+    slots = (struct balance_slot *)p + 1;
     nslots = nworkers;
     return 0;
+}
+
+void
+balance_set_span(unsigned n)
+{
+    if (span)
+        atomic_store_explicit(span, n < nslots ? n : nslots,
+                              memory_order_relaxed);
 }
 
 void
@@ -89,12 +102,15 @@ balance_reset(unsigned id)
 bool
 balance_should_yield(unsigned id)
 {
-    uint32_t mine, least = UINT32_MAX;
+    uint32_t mine, least = UINT32_MAX, n;
 
     if (slots == NULL || nslots < 2 || id < 1 || id > nslots)
         return false;
+    n = atomic_load_explicit(span, memory_order_relaxed);
+    if (n > nslots)
+        n = nslots;
     mine = atomic_load_explicit(&slots[id - 1].active, memory_order_relaxed);
-    for (unsigned i = 0; i < nslots; i++) {
+    for (unsigned i = 0; i < n; i++) {
         uint32_t a;
         if (i == id - 1 ||
             !atomic_load_explicit(&slots[i].accepting, memory_order_relaxed))

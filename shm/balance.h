@@ -11,7 +11,9 @@
  * BALANCE_YIELD_MS and the next connections wake the others.
  *
  * Layout: an anonymous MAP_SHARED mapping made by the master before it
- * forks, one 64-byte slot per worker id (no false sharing).  Each worker
+ * forks: one 64-byte line holding the span (the highest id in use, written
+ * by the master only, so the scan on each accept stays short), then one
+ * 64-byte slot per worker id (no false sharing).  Each worker
  * writes only its own slot; anyone reads any slot.  Values are advisory, so
  * relaxed atomics are enough: a stale read costs one connection of
  * imbalance, never correctness.  The master zeroes a slot when its worker
@@ -37,8 +39,18 @@
 #define BALANCE_MAX_WORKERS 256
 #define BALANCE_YIELD_MS 2
 
-/* Master, before forking: maps the slots.  0 or -1 (errno from mmap). */
+/*
+ * Master, before forking: maps the slots (ids 1..nworkers; with reloads,
+ * ids are the master's per-worker blocks, unique across the generations
+ * running side by side).  0 or -1 (errno from mmap).
+ */
 int balance_open(unsigned nworkers);
+
+/*
+ * Master: ids above span are unused now, so balance_should_yield() need
+ * not look at them (it runs on every accept).  Any time; relaxed.
+ */
+void balance_set_span(unsigned span);
 
 /* Worker id (1-based): its current connection count. */
 void balance_set_active(unsigned id, uint32_t active);

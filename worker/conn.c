@@ -322,13 +322,26 @@ finish_close(struct conn *c)
     conn_arm_timer(c);
 }
 
-/* Nothing more to do for c in a drain: close it. */
+/*
+ * Nothing more to do for c in a drain: hand it over (retiring, see
+ * conn_ctx_hand_over(); the one addition this file has for reload and
+ * upgrade, the state machine is unchanged) or close it.
+ */
 static bool
 drain_idle(struct conn *c)
 {
-    if (!c->ctx->draining || c->state != CONN_IDLE || c->rs || c->owed_head ||
-        c->out.bytes > 0 || (c->in && c->in->start < c->in->end))
+    struct conn_ctx *ctx = c->ctx;
+
+    if ((!ctx->draining && !ctx->handover) || c->state != CONN_IDLE || c->rs ||
+        c->owed_head || c->out.bytes > 0 ||
+        (c->in && c->in->start < c->in->end))
         return false;
+    if (ctx->handover && ctx->handover(ctx, c, ctx->owner) == 0) {
+        conn_close(c, "handed over to the new generation");
+        return true;
+    }
+    if (!ctx->draining)
+        return false; /* offered again later */
     conn_close(c, "shutting down");
     return true;
 }
@@ -401,6 +414,32 @@ conn_ctx_drain(struct conn_ctx *ctx)
         if (c->state != CONN_FREE && c->magic == CONN_MAGIC)
             (void)drain_idle(c);
     }
+}
+
+void
+conn_ctx_hand_over(struct conn_ctx *ctx, conn_handover_fn fn)
+{
+    ctx->handover = fn;
+    for (unsigned fd = 0; fd < ctx->set.max_fds; fd++) {
+        struct conn *c = &ctx->conns[fd];
+        if (c->state != CONN_FREE && c->magic == CONN_MAGIC)
+            (void)drain_idle(c);
+    }
+}
+
+struct conn *
+conn_adopt(struct conn_ctx *ctx, int fd)
+{
+    struct sockaddr_storage ss = {0};
+    socklen_t sl = sizeof(ss);
+    struct conn *c;
+
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+        ss.ss_family = AF_UNSPEC; /* logged as "unix"; still served */
+    c = conn_open(ctx, fd, (struct sockaddr *)&ss);
+    if (c)
+        timer_start(ctx->loop, &ctx->keepalive_q, &c->timer);
+    return c;
 }
 
 /* ---- input ---- */

@@ -123,6 +123,14 @@ struct conn_settings {
 };
 
 typedef void (*conn_closed_fn)(struct conn_ctx *ctx, void *arg);
+/*
+ * Hand-over of idle connections (reload, upgrade: SPEC 4): offered an
+ * idle connection (nothing read, owed or unsent); returns 0 once its
+ * descriptor is on its way to the new owner (the core then closes its own
+ * copy and forgets the connection), or -1 to keep it for now.
+ */
+typedef int (*conn_handover_fn)(struct conn_ctx *ctx, struct conn *c,
+                                void *arg);
 
 struct conn_ctx {
     uint32_t magic;
@@ -146,6 +154,7 @@ struct conn_ctx {
     struct conn *closing;         /* closed this batch, fds not yet closed */
 
     bool draining; /* graceful shutdown: answers close their connection */
+    conn_handover_fn handover; /* set: idle connections are handed over */
 
     conn_closed_fn on_closed; /* after every close (accept resume ...) */
     void *owner;
@@ -186,6 +195,22 @@ void conn_ctx_reap(struct conn_ctx *ctx);
  * connection closes once it has nothing more to send.
  */
 void conn_ctx_drain(struct conn_ctx *ctx);
+
+/*
+ * Retiring (reload, upgrade): from now on every connection that is idle,
+ * or goes idle, is offered to fn (see conn_handover_fn) instead of being
+ * kept; answers keep their keep-alive.  Offers the idle ones now; call it
+ * again (same fn) to offer those fn refused before.  A later
+ * conn_ctx_drain() closes what could not be handed over.
+ */
+void conn_ctx_hand_over(struct conn_ctx *ctx, conn_handover_fn fn);
+
+/*
+ * Adopts a connection handed over by a retiring worker: fd is a connected
+ * non-blocking socket that was idle (no request started).  It starts in
+ * the keep-alive state.  Returns it, or NULL after closing fd.
+ */
+struct conn *conn_adopt(struct conn_ctx *ctx, int fd);
 
 /* "127.0.0.1:5000" or "[::1]:5000". */
 void conn_peer_str(const struct conn *c, char *buf, size_t cap);

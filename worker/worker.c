@@ -1,5 +1,6 @@
 /*
- * worker.c - a worker process: set-up, accepting, signals, shutdown.
+ * worker.c - a worker process: set-up, accepting, signals, shutdown, and
+ * its side of reload and upgrade (retiring with hand-over, adopting).
  *
  * Signals (nginx's meanings, SPEC 4), acted on in the loop, never in the
  * handler: TERM/INT stop accepting, close idle connections and give the
@@ -45,6 +46,7 @@
 #include "cache.h"
 #include "conn.h"
 #include "edge.h"
+#include "handover.h"
 #include "handlers.h"
 #include "log.h"
 #include "pg.h"
@@ -59,7 +61,7 @@
 #define LINGER_MS 2000
 #define OUT_CHUNK_BYTES 16384
 
-enum { DRAIN_NONE = 0, DRAIN_GRACEFUL, DRAIN_FAST };
+enum { DRAIN_NONE = 0, DRAIN_HANDOVER, DRAIN_GRACEFUL, DRAIN_FAST };
 
 static struct worker self;
 static struct edge edge; /* issue 10: auth, rate limit, CORS, gzip, ids */
@@ -170,7 +172,7 @@ pause_accept(struct worker *wk, struct timer_queue *retry)
         listener_unregister(wk, &wk->listeners[i]);
     wk->accept_paused = true;
     if (retry != &wk->yield_q)
-        balance_set_accepting(wk->id, false);
+        balance_set_accepting(wk->block, false);
     if (retry)
         timer_start(wk->loop, retry, &wk->accept_timer);
 }
@@ -186,7 +188,7 @@ resume_accept(struct worker *wk)
     timer_stop(&wk->accept_timer);
     for (unsigned i = 0; i < wk->nlisteners; i++)
         listener_register(wk, &wk->listeners[i]);
-    balance_set_accepting(wk->id, true);
+    balance_set_accepting(wk->block, true);
 }
 
 static void
@@ -230,7 +232,7 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
             pause_accept(wk, NULL);
             return;
         }
-        if (!wk->must_accept && balance_should_yield(wk->id)) {
+        if (!wk->must_accept && balance_should_yield(wk->block)) {
             wk->yields++;
             pause_accept(wk, &wk->yield_q);
             return;
@@ -257,7 +259,7 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
             log_debug("setsockopt(TCP_NODELAY) failed: %s", strerror(errno));
         if (conn_open(&wk->conns, fd, (struct sockaddr *)&ss) == NULL)
             continue;
-        balance_set_active(wk->id, wk->conns.nconns);
+        balance_set_active(wk->block, wk->conns.nconns);
         wk->must_accept = false;
         wk->accepted++;
         accepted++;
@@ -276,11 +278,22 @@ on_accept(struct loop *loop, struct loop_watch *w, uint32_t events)
 
 /* ---- shutdown ---- */
 
+static void begin_shutdown(struct worker *wk, int mode);
+
 static void
 drain_expired(struct loop *loop, struct timer *t)
 {
     struct worker *wk = container_of(t, struct worker, drain_timer);
 
+    if (wk->draining == DRAIN_HANDOVER) {
+        /* what is still busy cannot be handed over: answer it with
+         * "Connection: close" in the second half of the grace */
+        log_info("worker %u: hand-over time over with %u busy "
+                 "connection(s); they close after their answers",
+                 wk->id, wk->conns.nconns);
+        begin_shutdown(wk, DRAIN_GRACEFUL);
+        return;
+    }
     if (wk->conns.nconns > 0)
         log_warn("worker %u: shutdown grace over with %u connection(s) "
                  "open; exiting",
@@ -288,13 +301,44 @@ drain_expired(struct loop *loop, struct timer *t)
     loop_stop(loop);
 }
 
+/* conn_handover_fn: sends an idle connection to the master. */
+static int
+offer_connection(struct conn_ctx *ctx, struct conn *c, void *arg)
+{
+    struct worker *wk = arg;
+
+    (void)ctx;
+    if (wk->channel < 0 || wk->channel_broken)
+        return -1;
+    if (handover_send(wk->channel, HANDOVER_CONN, NULL, c->w.fd) == 0) {
+        wk->handed_over++;
+        return 0;
+    }
+    if (errno == EAGAIN) {
+        /* full: offered again when it is writable (on_channel) */
+        if (!wk->channel_out) {
+            wk->channel_out = true;
+            (void)loop_mod(wk->loop, &wk->channel_w, EPOLLIN | EPOLLOUT);
+        }
+        return -1;
+    }
+    log_error("worker %u: sending a connection to the master failed: %s; "
+              "closing idle connections instead",
+              wk->id, strerror(errno));
+    wk->channel_broken = true; /* before_sleep switches to a plain drain */
+    return -1;
+}
+
 static void
 begin_shutdown(struct worker *wk, int mode)
 {
     uint32_t grace;
+    int from = wk->draining;
 
     if (wk->draining == DRAIN_FAST || wk->draining == mode)
         return;
+    if (mode == DRAIN_HANDOVER && wk->draining != DRAIN_NONE)
+        return; /* already leaving without hand-over */
     for (unsigned i = 0; i < wk->nlisteners; i++) {
         listener_unregister(wk, &wk->listeners[i]);
         if (close(wk->listeners[i].fd) < 0)
@@ -303,13 +347,20 @@ begin_shutdown(struct worker *wk, int mode)
     }
     wk->nlisteners = 0;
     wk->accept_stopped = true;
-    balance_set_accepting(wk->id, false);
+    balance_set_accepting(wk->block, false);
     timer_stop(&wk->accept_timer);
     wk->draining = mode;
-    grace = mode == DRAIN_FAST ? WORKER_FAST_GRACE_MS
-                               : wk->cfg->shutdown_timeout_ms;
-    log_info("worker %u: %s shutdown, %u connection(s) open", wk->id,
-             mode == DRAIN_FAST ? "fast" : "graceful", wk->conns.nconns);
+    if (mode == DRAIN_FAST)
+        grace = WORKER_FAST_GRACE_MS;
+    else if (mode == DRAIN_HANDOVER || from == DRAIN_HANDOVER)
+        grace = wk->cfg->shutdown_timeout_ms / 2 + 1; /* two halves */
+    else
+        grace = wk->cfg->shutdown_timeout_ms;
+    log_info("worker %u: %s, %u connection(s) open", wk->id,
+             mode == DRAIN_FAST       ? "fast shutdown"
+             : mode == DRAIN_HANDOVER ? "retiring, handing connections over"
+                                      : "graceful shutdown",
+             wk->conns.nconns);
     timer_stop(&wk->drain_timer);
     timer_queue_init(&wk->drain_q, grace, drain_expired);
     if (!wk->drain_q_added) {
@@ -318,9 +369,64 @@ begin_shutdown(struct worker *wk, int mode)
         wk->drain_q_added = true;
     }
     timer_start(wk->loop, &wk->drain_q, &wk->drain_timer);
-    conn_ctx_drain(&wk->conns);
+    if (mode != DRAIN_FAST) /* ps shows who is on the way out */
+        setproctitle("-apiaryd: worker %u (retiring, generation %u)", wk->id,
+                     wk->generation);
+    if (mode == DRAIN_HANDOVER)
+        conn_ctx_hand_over(&wk->conns, offer_connection);
+    else
+        conn_ctx_drain(&wk->conns);
     if (wk->conns.nconns == 0)
         loop_stop(wk->loop);
+}
+
+/* The master's channel: connections to adopt, the order to retire. */
+static void
+on_channel(struct loop *loop, struct loop_watch *w, uint32_t events)
+{
+    struct worker *wk = container_of(w, struct worker, channel_w);
+
+    (void)loop;
+    if ((events & EPOLLOUT) && wk->channel_out) {
+        wk->channel_out = false;
+        (void)loop_mod(wk->loop, &wk->channel_w, EPOLLIN);
+        if (wk->draining == DRAIN_HANDOVER)
+            conn_ctx_hand_over(&wk->conns, offer_connection);
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        return;
+    for (int i = 0; i < ACCEPT_BATCH * 4; i++) {
+        struct handover_msg m;
+        int fd, rc = handover_recv(wk->channel, &m, &fd);
+
+        if (rc < 0 && errno == EPROTO) {
+            log_error("worker %u: malformed message from the master; "
+                      "dropped",
+                      wk->id);
+            continue;
+        }
+        if (rc <= 0) {
+            if (rc == 0 || errno != EAGAIN) {
+                /* the master is gone: PR_SET_PDEATHSIG ends us too */
+                (void)loop_del(wk->loop, &wk->channel_w);
+                wk->channel_broken = true;
+            }
+            return;
+        }
+        if (m.type == HANDOVER_RETIRE) {
+            begin_shutdown(wk, DRAIN_HANDOVER);
+        } else if (m.type == HANDOVER_CONN) {
+            if (wk->draining == DRAIN_HANDOVER && !wk->channel_broken &&
+                handover_send(wk->channel, HANDOVER_CONN, NULL, fd) == 0) {
+                (void)close(fd); /* retiring too: straight back */
+                continue;
+            }
+            if (conn_adopt(&wk->conns, fd) != NULL) {
+                wk->adopted++;
+                balance_set_active(wk->block, wk->conns.nconns);
+            }
+        }
+    }
 }
 
 /* The connection core closed a connection: resume accepting, end a drain. */
@@ -329,7 +435,7 @@ conn_closed(struct conn_ctx *ctx, void *arg)
 {
     struct worker *wk = arg;
 
-    balance_set_active(wk->id, ctx->nconns);
+    balance_set_active(wk->block, ctx->nconns);
     if (wk->accept_paused && !wk->accept_timer.queue && wk->serving)
         resume_accept(wk);
     if (wk->draining && ctx->nconns == 0)
@@ -352,9 +458,13 @@ start_serving(struct worker *wk, const char *why)
         if (!wk->listeners[i].registered)
             log_error("worker %u cannot accept on listener %u", wk->id, i);
     }
-    balance_set_active(wk->id, wk->conns.nconns);
-    balance_set_accepting(wk->id, true);
-    balance_set_served(wk->id);
+    balance_set_active(wk->block, wk->conns.nconns);
+    balance_set_accepting(wk->block, true);
+    balance_set_served(wk->block);
+    /* wakes the master, which waits for a new generation to be ready */
+    if (wk->channel >= 0 &&
+        handover_send(wk->channel, HANDOVER_READY, NULL, -1) < 0)
+        log_debug("telling the master we serve failed: %s", strerror(errno));
     log_at(wk->pg && !pg_is_ready(wk->pg) ? LOG_WARN : LOG_DEBUG,
            "worker %u accepting connections (%s)", wk->id, why);
 }
@@ -389,6 +499,8 @@ before_sleep(struct loop *loop, void *arg)
     }
     metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats,
                       wk->accepted, 0);
+    if (wk->channel_broken && wk->draining == DRAIN_HANDOVER)
+        begin_shutdown(wk, DRAIN_GRACEFUL);
     pg_flush(wk->pg); /* this iteration's queries, as one batch */
     conn_ctx_flush(&wk->conns);
     /* connections closed by the flush: close their fds before sleeping,
@@ -421,6 +533,8 @@ tick(struct loop *loop, void *arg)
 }
 
 /* ---- set-up ---- */
+
+static void report_fatal(const char *text);
 
 /*
  * The database client's events (pg.h).  Ready: the start gate opens (a
@@ -456,24 +570,45 @@ db_schema_old(void *arg, const char *diag)
         log_error("%s; answering 503 until it is migrated", diag);
         return;
     }
-    log_error("%s; this worker refuses to serve", diag);
+    {
+        char text[HANDOVER_TEXT_MAX];
+        snprintf(text, sizeof(text), "%s; this worker refuses to serve", diag);
+        report_fatal(text);
+    }
     /* not exit() from inside the database client: leave the loop, clean
      * up, then exit 2 (worker_run) */
     wk->exit_status = 2;
     loop_stop(wk->loop);
 }
 
+/* Tells the master why this worker could not start (its -d report and
+ * its "reload failed" line name it), then logs it. */
+static void
+report_fatal(const char *text)
+{
+    if (self.channel >= 0)
+        (void)handover_send(self.channel, HANDOVER_FATAL, text, -1);
+    log_error("%s", text);
+}
+
 static void
 worker_fail(const char *what)
 {
-    log_error("worker start failed: %s: %s", what, strerror(errno));
+    char text[HANDOVER_TEXT_MAX];
+
+    snprintf(text, sizeof(text), "worker start failed: %s: %s", what,
+             strerror(errno));
+    report_fatal(text);
     exit(2);
 }
 
 _Noreturn void
-worker_run(uint32_t generation, unsigned id, const struct config *cfg,
-           const int *listen_fds, unsigned nlisten)
+worker_run(const struct worker_start *ws)
 {
+    uint32_t generation = ws->generation;
+    unsigned id = ws->id, nlisten = ws->nlisten;
+    const struct config *cfg = ws->cfg;
+    const int *listen_fds = ws->listen_fds;
     struct worker *wk = &self;
     struct conn_settings cs;
     struct rlimit rl;
@@ -484,13 +619,15 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     wk->magic = WORKER_MAGIC;
     wk->generation = generation;
     wk->id = id;
+    wk->block = ws->block;
+    wk->channel = ws->channel;
     wk->cfg = cfg;
     snprintf(proc, sizeof(proc), "worker %u", id);
     log_set_proc(proc);
     setproctitle("-apiaryd: worker %u", id);
     if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
         log_warn("prctl(PR_SET_PDEATHSIG) failed: %s", strerror(errno));
-    balance_claim(id, generation);
+    balance_claim(wk->block, generation);
 
     install_signals();
     sigemptyset(&block);
@@ -564,7 +701,7 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
     router_init(&wk->router);
     if (handlers_register(&wk->router, cfg, wk) < 0 ||
         api_register(&wk->router, &wk->api) < 0) {
-        log_error("worker start failed: route table too small");
+        report_fatal("worker start failed: route table too small");
         exit(2);
     }
     if (metrics_hook_attach(&wk->metrics, &wk->conns.hooks, &wk->router, cfg) <
@@ -585,7 +722,10 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         wk->listeners[i].wk = wk;
     }
     wk->nlisteners = nlisten;
-    balance_set_active(id, 0);
+    if (wk->channel >= 0 && loop_add(wk->loop, &wk->channel_w, wk->channel,
+                                     EPOLLIN, on_channel) < 0)
+        worker_fail("adding the hand-over channel to epoll");
+    balance_set_active(wk->block, 0);
     /* the start gate: accept once the database is ready (before_sleep),
      * or after start_timeout_ms */
     if (wk->pg == NULL)
@@ -600,6 +740,13 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
 
     /* orderly exit: close what is left, free what we own (valgrind) */
     conn_ctx_fini(&wk->conns);
+    if (wk->handed_over || wk->adopted)
+        log_info("worker %u (generation %u): %llu connection(s) handed "
+                 "over, %llu adopted",
+                 id, generation, (unsigned long long)wk->handed_over,
+                 (unsigned long long)wk->adopted);
+    if (wk->channel >= 0)
+        (void)close(wk->channel);
     pg_free(&wk->pg);
     api_fini(&wk->api);
     metrics_hook_fini(&wk->metrics);

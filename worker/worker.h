@@ -15,6 +15,15 @@
  * is a crash.  A worker that has served never exits on a database error:
  * it answers 503 and its client reconnects with backoff (SPEC 6).
  *
+ * Reload and upgrade (SPEC 4): told to retire (HANDOVER_RETIRE on its
+ * channel), a worker stops accepting, answers what is in flight with
+ * keep-alive, and sends each idle connection (and each one as it goes
+ * idle) to the master, which relays it to the new generation; half of
+ * shutdown_timeout_ms later it falls back to a graceful drain (answers
+ * say "Connection: close") for the rest.  A connection it receives is
+ * adopted as a fresh idle connection (or sent straight back when it is
+ * retiring itself).
+ *
  * Start: a worker accepts connections only once its database connection
  * is ready, or start_timeout_ms after it started, whichever is first
  * (after which database routes answer 503 until it is): a respawned
@@ -61,7 +70,8 @@ struct edge;
 struct worker {
     uint32_t magic;
     uint32_t generation;
-    unsigned id; /* the slot: 1..N, stable across respawns */
+    unsigned id;    /* the slot: 1..N, stable across respawns */
+    unsigned block; /* unique among live workers of all generations */
     const struct config *cfg;
     struct loop *loop;
     struct router router;
@@ -83,18 +93,33 @@ struct worker {
     struct timer accept_timer, drain_timer;
     struct alarm start_alarm;
 
-    int draining;    /* 0, or a DRAIN_* mode of worker.c */
+    int draining; /* 0, or a DRAIN_* mode of worker.c */
+    int channel;  /* to the master (handover.h), -1: none */
+    struct loop_watch channel_w;
+    bool channel_out; /* EPOLLOUT wanted: a hand-over found it full */
+    bool channel_broken;
     int exit_status; /* of the process once the loop ends */
     bool drain_q_added;
 
     /* counters, for /debug/worker and the coming metrics segment */
     uint64_t accepted;
-    uint64_t yields; /* accept yields to less loaded workers */
+    uint64_t yields;      /* accept yields to less loaded workers */
+    uint64_t handed_over; /* idle connections sent to the new generation */
+    uint64_t adopted;     /* idle connections received from a retiring one */
 };
 
-/* Runs the worker of (generation, slot id) on the listening sockets. */
-_Noreturn void worker_run(uint32_t generation, unsigned id,
-                          const struct config *cfg, const int *listen_fds,
-                          unsigned nlisten);
+/* What the master gives a worker it forks. */
+struct worker_start {
+    uint32_t generation;
+    unsigned id;    /* the slot, 1..N */
+    unsigned block; /* per-worker shm index (master.c), 0: none */
+    const struct config *cfg;
+    const int *listen_fds;
+    unsigned nlisten;
+    int channel; /* hand-over channel to the master (handover.h), or -1 */
+};
+
+/* Runs the worker described by ws; never returns. */
+_Noreturn void worker_run(const struct worker_start *ws);
 
 #endif

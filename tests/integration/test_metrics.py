@@ -181,6 +181,37 @@ def test_counters_survive_worker_sigkill(server):
     assert stat_json(name)["requests"] == after["requests"] + 1
 
 
+def test_counters_survive_reloads(server):
+    """Issue 8 item 2 with issue 9's reload: the retiring generation's
+    counts are folded into the totals, the reload is counted, and the
+    segment (its generation) stays the same across a HUP."""
+    name = name_of(server)
+    before = stat_json(name)
+    with server.connect() as c:
+        for _ in range(40):
+            assert c.request(get("/health")).status == 200
+    old = set(server.workers().values())
+    for n in (1, 2):
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: stat_json(name)["reloads"] - before["reloads"] == n,
+                 20, "reload %d counted" % n)
+        # the retiring workers are gone and folded
+        wait_for(lambda: not old & set(server.workers().values()) and
+                 len(server.workers()) == 2 or None, 20, "old generation gone")
+        old = set(server.workers().values())
+    after = stat_json(name)
+    assert after["generation"] == before["generation"]
+    assert after["requests"] - before["requests"] == 40
+    assert route_count(after, "GET", "/health", "2xx") - \
+        route_count(before, "GET", "/health", "2xx") == 40
+    assert after["latency"]["count"] - before["latency"]["count"] == 40
+    assert after["workers_folded"] - before["workers_folded"] == 4
+    assert after["worker_restarts"] == before["worker_restarts"]
+    assert {w["pid"] for w in after["worker_table"]} == old
+    assert server.health().status == 200
+    assert stat_json(name)["requests"] == after["requests"] + 1
+
+
 def test_apiarystat_reattaches_after_restart(apiary, tmp_path):
     srv = apiary(name="reattach-%d" % os.getpid())
     name = srv.config["name"]

@@ -10,7 +10,9 @@
  * answers, "100 Continue" in its place, every answer of a drain saying
  * close, the request timeout (504 + abort), clients that leave (499), and
  * the done hook running exactly once per request (parser errors and 408
- * included).
+ * included).  Issue 9: retiring hands idle connections over (and busy ones
+ * as they go idle, keep-alive kept), keeps those the taker refuses, and an
+ * adopted connection is served as an idle keep-alive one.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -718,6 +720,112 @@ test_validated_reply(void **state)
     close(fd);
 }
 
+/* ---- issue 9: hand-over ---- */
+
+static int handover_fds[8];
+static unsigned nhandover;
+static bool handover_refuse;
+
+/* conn_handover_fn: takes a dup of the descriptor, as SCM_RIGHTS would. */
+static int
+take_conn(struct conn_ctx *ctx, struct conn *c, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    if (handover_refuse)
+        return -1;
+    assert_true(nhandover < 8);
+    handover_fds[nhandover] = dup(c->w.fd);
+    assert_true(handover_fds[nhandover] >= 0);
+    nhandover++;
+    return 0;
+}
+
+static void
+test_hand_over_idle_then_busy(void **state)
+{
+    const char *got;
+    bool eof;
+    int busy, idle, spare;
+    unsigned before;
+
+    (void)state;
+    nhandover = 0;
+    handover_refuse = false;
+    setup_ctx(5000, 30000);
+    busy = client_connect();
+    idle = client_connect();
+    send_str(idle, "GET /now HTTP/1.1\r\nHost: a\r\n\r\n");
+    recv_all(idle, &eof);
+    send_str(busy, "GET /defer HTTP/1.1\r\nHost: a\r\n\r\n");
+    before = h.ctx.nconns;
+    conn_ctx_hand_over(&h.ctx, take_conn);
+    pump();
+    assert_int_equal(nhandover, 1); /* the idle one, at once */
+    assert_int_equal(h.ctx.nconns, before - 1);
+    recv_all(idle, &eof);
+    assert_false(eof); /* handed over, not closed: the taker holds it */
+    complete(0);
+    pump();
+    got = recv_all(busy, &eof);
+    assert_non_null(strstr(got, "201 Created"));
+    assert_non_null(strstr(got, "keep-alive")); /* no close while handing */
+    assert_false(eof);
+    assert_int_equal(nhandover, 2); /* the busy one once idle */
+    assert_int_equal(h.ctx.nconns, before - 2);
+
+    /* a refused offer keeps the connection; a later drain closes it */
+    handover_refuse = true;
+    spare = client_connect();
+    send_str(spare, "GET /now HTTP/1.1\r\nHost: a\r\n\r\n");
+    recv_all(spare, &eof);
+    conn_ctx_hand_over(&h.ctx, take_conn);
+    pump();
+    assert_int_equal(nhandover, 2);
+    recv_all(spare, &eof);
+    assert_false(eof);
+    conn_ctx_drain(&h.ctx);
+    pump();
+    recv_all(spare, &eof);
+    assert_true(eof);
+    for (unsigned i = 0; i < nhandover; i++)
+        close(handover_fds[i]);
+    close(busy);
+    close(idle);
+    close(spare);
+}
+
+static void
+test_adopted_connection_is_served(void **state)
+{
+    const char *got;
+    bool eof;
+    int sv[2];
+
+    (void)state;
+    setup_ctx(5000, 30000);
+    assert_int_equal(
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv),
+        0);
+    /* a request sent while the connection was in flight waits in it */
+    assert_int_equal(
+        send(sv[1], "GET /now HTTP/1.1\r\nHost: a\r\n\r\n", 30, MSG_NOSIGNAL),
+        30);
+    assert_non_null(conn_adopt(&h.ctx, sv[0]));
+    pump();
+    got = recv_all(sv[1], &eof);
+    assert_non_null(strstr(got, "200 OK"));
+    assert_non_null(strstr(got, "keep-alive"));
+    /* idle afterwards: the keep-alive timeout, not the header timeout */
+    advance(2000);
+    recv_all(sv[1], &eof);
+    assert_false(eof);
+    advance(4000);
+    recv_all(sv[1], &eof);
+    assert_true(eof);
+    close(sv[1]);
+}
+
 int
 main(void)
 {
@@ -738,6 +846,8 @@ main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_serialise_hook_adds_header, teardown),
         cmocka_unit_test_teardown(test_validated_reply, teardown),
+        cmocka_unit_test_teardown(test_hand_over_idle_then_busy, teardown),
+        cmocka_unit_test_teardown(test_adopted_connection_is_served, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
