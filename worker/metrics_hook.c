@@ -19,6 +19,7 @@
 #include "api.h"
 #include "conn.h"
 #include "conn_priv.h"
+#include "edge.h"
 #include "handlers.h"
 #include "log.h"
 #include "pg.h"
@@ -116,13 +117,14 @@ metrics_hook_attach(struct metrics_hook *h, struct request_hooks *hooks,
 void
 metrics_hook_sync(struct metrics_hook *h, const struct conn_ctx *conns,
                   const struct pg *pg, const struct cache_stats *cache,
-                  uint64_t accepted, uint64_t now_us)
+                  const struct edge *edge, uint64_t accepted, uint64_t now_us)
 {
 #ifdef APIARY_NO_METRICS
     (void)h;
     (void)conns;
     (void)pg;
     (void)cache;
+    (void)edge;
     (void)accepted;
     (void)now_us;
 #else
@@ -154,6 +156,11 @@ metrics_hook_sync(struct metrics_hook *h, const struct conn_ctx *conns,
         METRICS_SET(b->c.cache_reclaimed, cache->reclaimed);
         METRICS_SET(b->c.cache_stale_fills, cache->stale_fills_refused);
         METRICS_SET(b->c.cache_flushes, cache->flushes);
+    }
+    if (edge) {
+        METRICS_SET(b->c.ratelimit_limited, edge->rl.stats.limited);
+        METRICS_SET(b->c.ratelimit_allowed, edge->rl.stats.allowed);
+        METRICS_SET(b->c.auth_rejected, edge->auth.rejected);
     }
     if (now_us)
         METRICS_SET(b->heartbeat_us, now_us);

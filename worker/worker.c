@@ -388,7 +388,7 @@ before_sleep(struct loop *loop, void *arg)
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
     metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats,
-                      wk->accepted, 0);
+                      wk->edge, wk->accepted, 0);
     pg_flush(wk->pg); /* this iteration's queries, as one batch */
     conn_ctx_flush(&wk->conns);
     /* connections closed by the flush: close their fds before sleeping,
@@ -415,9 +415,10 @@ tick(struct loop *loop, void *arg)
     (void)loop;
     clock_gettime(CLOCK_REALTIME, &now);
     response_date_update(now.tv_sec);
-    metrics_hook_sync(
-        &wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats, wk->accepted,
-        (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000);
+    metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats,
+                      wk->edge, wk->accepted,
+                      (uint64_t)now.tv_sec * 1000000 +
+                          (uint64_t)now.tv_nsec / 1000);
 }
 
 /* ---- set-up ---- */
