@@ -22,6 +22,7 @@
 #include "edge.h"
 #include "handlers.h"
 #include "log.h"
+#include "openapi.h"
 #include "pg.h"
 
 void
@@ -32,8 +33,10 @@ metrics_publish_routes(struct metrics *m, const struct config *cfg)
     if (m == NULL)
         return;
     router_init(&rt);
-    /* the handlers' context pointers are stored, never used here */
-    if (handlers_register(&rt, cfg, NULL) < 0 || api_register(&rt, NULL) < 0)
+    /* the handlers' context pointers are stored, never used here; the
+     * same routes as worker_run() registers, edge_init()'s included */
+    if (handlers_register(&rt, cfg, NULL) < 0 || api_register(&rt, NULL) < 0 ||
+        openapi_register(&rt) < 0)
         log_warn("metrics: route table incomplete; some routes count as "
                  "(no route)");
     for (unsigned i = 0; i < rt.nroutes; i++)

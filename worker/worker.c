@@ -568,9 +568,6 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         log_error("worker start failed: route table too small");
         exit(2);
     }
-    if (metrics_hook_attach(&wk->metrics, &wk->conns.hooks, &wk->router, cfg) <
-        0)
-        worker_fail("adding the metrics hook");
     char edge_why[CONFIG_DIAG_MAX];
     if (edge_init(&edge, cfg, &wk->conns.hooks, &wk->router, edge_why,
                   sizeof(edge_why)) < 0) {
@@ -578,6 +575,10 @@ worker_run(uint32_t generation, unsigned id, const struct config *cfg,
         exit(2);
     }
     wk->edge = &edge;
+    /* after edge_init(): its route (/openapi.json) is in the router too */
+    if (metrics_hook_attach(&wk->metrics, &wk->conns.hooks, &wk->router, cfg) <
+        0)
+        worker_fail("adding the metrics hook");
 
     if (nlisten > WORKER_MAX_LISTENERS)
         nlisten = WORKER_MAX_LISTENERS;

@@ -181,6 +181,22 @@ def test_counters_survive_worker_sigkill(server):
     assert stat_json(name)["requests"] == after["requests"] + 1
 
 
+def test_openapi_route_is_counted_as_itself(server):
+    """Review finding: /openapi.json (a route edge_init() adds) was neither
+    published by the master nor mapped by the worker's metrics hook, so
+    its requests counted as "(no route)"."""
+    name = name_of(server)
+    before = stat_json(name)
+    with server.connect() as c:
+        for _ in range(3):
+            assert c.request(get("/openapi.json")).status == 200
+    after = stat_json(name)
+    assert route_count(after, "GET", "/openapi.json", "2xx") - \
+        route_count(before, "GET", "/openapi.json", "2xx") == 3
+    assert route_count(after, "-", "(no route)", "2xx") == \
+        route_count(before, "-", "(no route)", "2xx")
+
+
 def test_edge_counters_reach_the_segment(apiary):
     """Review finding: the rate-limit and auth counters of the segment
     (apiary_ratelimit_*_total, apiary_auth_rejected_total) stayed 0: the
