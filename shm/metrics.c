@@ -39,8 +39,10 @@
  *
  * Reader safety: the segment is input from another process.  Readers map
  * it read-only, check every size, count and offset against the mapping
- * (metrics_check(), fuzzed by tests/fuzz/fuzz_metrics_header.c), and
- * copy route names with bounds and without trusting a NUL.
+ * (metrics_check(), fuzzed by tests/fuzz/fuzz_metrics_header.c) on a
+ * private copy of the header that is all a snapshot then uses (the live
+ * header may change after the check), and copy route names with bounds
+ * and without trusting a NUL.
  */
 #include "metrics.h"
 
@@ -435,15 +437,10 @@ fits(uint64_t off, uint64_t n, uint64_t size, size_t len)
     return off + n * size <= len;
 }
 
-int
-metrics_check(const void *base, size_t len, char *diag, size_t cap)
+/* The checks of metrics_check() on a header h (a private copy). */
+static int
+check_header(const struct metrics_header *h, size_t len, char *diag, size_t cap)
 {
-    const struct metrics_header *h = base;
-
-    if (base == NULL || len < sizeof(*h))
-        return diagf(diag, cap, "segment too small (%zu bytes)", len);
-    if ((uintptr_t)base % 64 != 0)
-        return diagf(diag, cap, "segment not aligned");
     if (h->magic != METRICS_MAGIC)
         return diagf(diag, cap, "not an apiary metrics segment (bad magic)");
     if (h->layout_version != METRICS_LAYOUT_VERSION)
@@ -475,6 +472,33 @@ metrics_check(const void *base, size_t len, char *diag, size_t cap)
         h->blocks_offset < h->master_offset + sizeof(struct metrics_master))
         return diagf(diag, cap, "segment offsets out of range");
     return 0;
+}
+
+/*
+ * Copies the header at base into *copy and checks the copy: the writer
+ * (or anyone with write access to the segment) may change the header
+ * after a check, so what is used is what was checked, never the live
+ * header read again.
+ */
+static int
+header_copy(const void *base, size_t len, struct metrics_header *copy,
+            char *diag, size_t cap)
+{
+    memset(copy, 0, sizeof(*copy));
+    if (base == NULL || len < sizeof(*copy))
+        return diagf(diag, cap, "segment too small (%zu bytes)", len);
+    if ((uintptr_t)base % 64 != 0)
+        return diagf(diag, cap, "segment not aligned");
+    memcpy(copy, base, sizeof(*copy));
+    return check_header(copy, len, diag, cap);
+}
+
+int
+metrics_check(const void *base, size_t len, char *diag, size_t cap)
+{
+    struct metrics_header copy;
+
+    return header_copy(base, len, &copy, diag, cap);
 }
 
 int
@@ -616,8 +640,13 @@ copy_name(char *dst, size_t cap, const char *src, size_t src_cap)
     dst[n] = '\0';
 }
 
+/*
+ * One pass over the segment at base; h is the checked copy of its header
+ * (geometry), live its header in the mapping (the atomics).
+ */
 static void
-take(const char *base, const struct metrics_header *h, struct metrics_snap *s)
+take(const char *base, const struct metrics_header *h,
+     const struct metrics_header *live, struct metrics_snap *s)
 {
     const struct metrics_master *mb =
         (const struct metrics_master *)(base + h->master_offset);
@@ -630,11 +659,11 @@ take(const char *base, const struct metrics_header *h, struct metrics_snap *s)
     memset(&s->t, 0, sizeof(s->t));
     s->nrows = 0;
     s->master_pid = atomic_load_explicit(
-        &((struct metrics_header *)(uintptr_t)h)->master_pid,
+        &((struct metrics_header *)(uintptr_t)live)->master_pid,
         memory_order_relaxed);
-    nroutes =
-        atomic_load_explicit(&((struct metrics_header *)(uintptr_t)h)->nroutes,
-                             memory_order_acquire);
+    nroutes = atomic_load_explicit(
+        &((struct metrics_header *)(uintptr_t)live)->nroutes,
+        memory_order_acquire);
     s->nroutes = nroutes > METRICS_MAX_ROUTES ? METRICS_MAX_ROUTES : nroutes;
     for (unsigned i = 0; i < s->nroutes; i++) {
         copy_name(s->routes[i].method, sizeof(s->routes[i].method),
@@ -648,7 +677,7 @@ take(const char *base, const struct metrics_header *h, struct metrics_snap *s)
     s->master_log_dropped = ld(&mb->log_dropped);
     add_counters(&s->t, &mb->folded);
     s->t.log_dropped += s->master_log_dropped; /* the master's too */
-    for (unsigned i = 0; i < h->nblocks; i++) {
+    for (unsigned i = 0; i < h->nblocks && s->nrows < METRICS_MAX_BLOCKS; i++) {
         const struct metrics_block *b = &blocks[i];
         struct metrics_row *row;
         uint64_t req = 0;
@@ -694,26 +723,27 @@ int
 metrics_snapshot(const void *base, size_t len, struct metrics_snap *s,
                  char *diag, size_t cap)
 {
-    const struct metrics_header *h = base;
+    const struct metrics_header *live = base;
     const struct metrics_master *mb;
+    struct metrics_header h;
     unsigned tries;
 
-    if (metrics_check(base, len, diag, cap) < 0)
+    if (header_copy(base, len, &h, diag, cap) < 0)
         return -1;
-    mb = (const struct metrics_master *)((const char *)base + h->master_offset);
-    s->generation = h->generation;
-    s->start_time_us = h->start_time_us;
-    s->workers = h->workers;
-    s->nblocks = h->nblocks;
-    copy_name(s->name, sizeof(s->name), h->name, sizeof(h->name));
-    copy_name(s->version, sizeof(s->version), h->version, sizeof(h->version));
+    mb = (const struct metrics_master *)((const char *)base + h.master_offset);
+    s->generation = h.generation;
+    s->start_time_us = h.start_time_us;
+    s->workers = h.workers;
+    s->nblocks = h.nblocks;
+    copy_name(s->name, sizeof(s->name), h.name, sizeof(h.name));
+    copy_name(s->version, sizeof(s->version), h.version, sizeof(h.version));
     s->consistent = false;
     for (tries = 0; tries < METRICS_READ_TRIES; tries++) {
         _Atomic uint64_t *seqp = (_Atomic uint64_t *)(uintptr_t)&mb->fold_seq;
         uint64_t s1 = atomic_load_explicit(seqp, memory_order_acquire), s2;
         if (s1 & 1)
             continue;
-        take(base, h, s);
+        take(base, &h, live, s);
         atomic_thread_fence(memory_order_acquire);
         s2 = atomic_load_explicit(seqp, memory_order_relaxed);
         if (s1 == s2) {
@@ -722,7 +752,7 @@ metrics_snapshot(const void *base, size_t len, struct metrics_snap *s,
         }
     }
     if (!s->consistent)
-        take(base, h, s);
+        take(base, &h, live, s);
     s->taken_us = realtime_us();
     return 0;
 }

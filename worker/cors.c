@@ -39,6 +39,13 @@ cors_init(struct cors *co, const struct config *cfg, char *why, size_t why_len)
             snprintf(why, why_len, "cors_origins: empty entry");
             return -1;
         }
+        if (e - s > CORS_ORIGIN_MAX) {
+            /* its Access-Control-Allow-Origin line would not fit */
+            snprintf(why, why_len,
+                     "cors_origins: an origin longer than %d bytes",
+                     CORS_ORIGIN_MAX);
+            return -1;
+        }
         if (e - s == 1 && *s == '*') {
             co->any = true;
         } else {
@@ -146,7 +153,7 @@ cors_serialise(struct request *r, struct response *resp, struct hdrbuf *h,
     static const char expose[] =
         "Access-Control-Expose-Headers: " CORS_EXPOSE "\r\n";
     const struct cors *co = arg;
-    char buf[320];
+    char buf[CORS_ORIGIN_MAX + 128]; /* allow_lines() of any origin */
     int n;
 
     (void)resp;

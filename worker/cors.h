@@ -25,6 +25,8 @@
 #include "request.h"
 
 #define CORS_MAX_ORIGINS 16
+/* Longest origin accepted: "https://" + a 253-byte host + ":65535". */
+#define CORS_ORIGIN_MAX 267
 
 struct cors {
     bool on;
@@ -39,7 +41,8 @@ struct cors {
 };
 
 /* Parses cfg->cors_origins (cfg must outlive co).  0, or -1 with why
- * filled (too many origins, an empty entry, "*" with credentials). */
+ * filled (too many origins, an empty or too long entry, "*" with
+ * credentials). */
 int cors_init(struct cors *co, const struct config *cfg, char *why,
               size_t why_len);
 

@@ -19,8 +19,10 @@
 #include "api.h"
 #include "conn.h"
 #include "conn_priv.h"
+#include "edge.h"
 #include "handlers.h"
 #include "log.h"
+#include "openapi.h"
 #include "pg.h"
 
 void
@@ -31,8 +33,10 @@ metrics_publish_routes(struct metrics *m, const struct config *cfg)
     if (m == NULL)
         return;
     router_init(&rt);
-    /* the handlers' context pointers are stored, never used here */
-    if (handlers_register(&rt, cfg, NULL) < 0 || api_register(&rt, NULL) < 0)
+    /* the handlers' context pointers are stored, never used here; the
+     * same routes as worker_run() registers, edge_init()'s included */
+    if (handlers_register(&rt, cfg, NULL) < 0 || api_register(&rt, NULL) < 0 ||
+        openapi_register(&rt) < 0)
         log_warn("metrics: route table incomplete; some routes count as "
                  "(no route)");
     for (unsigned i = 0; i < rt.nroutes; i++)
@@ -116,13 +120,14 @@ metrics_hook_attach(struct metrics_hook *h, struct request_hooks *hooks,
 void
 metrics_hook_sync(struct metrics_hook *h, const struct conn_ctx *conns,
                   const struct pg *pg, const struct cache_stats *cache,
-                  uint64_t accepted, uint64_t now_us)
+                  const struct edge *edge, uint64_t accepted, uint64_t now_us)
 {
 #ifdef APIARY_NO_METRICS
     (void)h;
     (void)conns;
     (void)pg;
     (void)cache;
+    (void)edge;
     (void)accepted;
     (void)now_us;
 #else
@@ -154,6 +159,11 @@ metrics_hook_sync(struct metrics_hook *h, const struct conn_ctx *conns,
         METRICS_SET(b->c.cache_reclaimed, cache->reclaimed);
         METRICS_SET(b->c.cache_stale_fills, cache->stale_fills_refused);
         METRICS_SET(b->c.cache_flushes, cache->flushes);
+    }
+    if (edge) {
+        METRICS_SET(b->c.ratelimit_limited, edge->rl.stats.limited);
+        METRICS_SET(b->c.ratelimit_allowed, edge->rl.stats.allowed);
+        METRICS_SET(b->c.auth_rejected, edge->auth.rejected);
     }
     if (now_us)
         METRICS_SET(b->heartbeat_us, now_us);

@@ -26,6 +26,7 @@
 struct conn_ctx;
 struct pg;
 struct cache_stats;
+struct edge;
 
 struct metrics_hook {
     struct metrics *seg;         /* the inherited segment, NULL: none */
@@ -59,13 +60,14 @@ int metrics_hook_attach(struct metrics_hook *h, struct request_hooks *hooks,
  * Worker, before the loop sleeps: copies the gauges (open and idle
  * connections, database pipeline depth and queue) and the counters kept
  * elsewhere (accepted, database queries, errors, reconnects, dropped log
- * lines, this worker's cache counters) into the block.  pg and cache may
- * be NULL.  now_us (CLOCK_REALTIME, 0 to
- * skip) refreshes the heartbeat.
+ * lines, this worker's cache counters, its rate-limit and auth counters)
+ * into the block.  pg, cache and edge may be NULL.  now_us
+ * (CLOCK_REALTIME, 0 to skip) refreshes the heartbeat.
  */
 void metrics_hook_sync(struct metrics_hook *h, const struct conn_ctx *conns,
                        const struct pg *pg, const struct cache_stats *cache,
-                       uint64_t accepted, uint64_t now_us);
+                       const struct edge *edge, uint64_t accepted,
+                       uint64_t now_us);
 
 /* Frees the snapshot buffers. */
 void metrics_hook_fini(struct metrics_hook *h);

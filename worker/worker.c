@@ -498,7 +498,7 @@ before_sleep(struct loop *loop, void *arg)
         begin_shutdown(wk, DRAIN_GRACEFUL);
     }
     metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats,
-                      wk->accepted, 0);
+                      wk->edge, wk->accepted, 0);
     if (wk->channel_broken && wk->draining == DRAIN_HANDOVER)
         begin_shutdown(wk, DRAIN_GRACEFUL);
     pg_flush(wk->pg); /* this iteration's queries, as one batch */
@@ -527,9 +527,10 @@ tick(struct loop *loop, void *arg)
     (void)loop;
     clock_gettime(CLOCK_REALTIME, &now);
     response_date_update(now.tv_sec);
-    metrics_hook_sync(
-        &wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats, wk->accepted,
-        (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000);
+    metrics_hook_sync(&wk->metrics, &wk->conns, wk->pg, &wk->api.cache_stats,
+                      wk->edge, wk->accepted,
+                      (uint64_t)now.tv_sec * 1000000 +
+                          (uint64_t)now.tv_nsec / 1000);
 }
 
 /* ---- set-up ---- */
@@ -704,9 +705,6 @@ worker_run(const struct worker_start *ws)
         report_fatal("worker start failed: route table too small");
         exit(2);
     }
-    if (metrics_hook_attach(&wk->metrics, &wk->conns.hooks, &wk->router, cfg) <
-        0)
-        worker_fail("adding the metrics hook");
     char edge_why[CONFIG_DIAG_MAX];
     if (edge_init(&edge, cfg, &wk->conns.hooks, &wk->router, edge_why,
                   sizeof(edge_why)) < 0) {
@@ -714,6 +712,10 @@ worker_run(const struct worker_start *ws)
         exit(2);
     }
     wk->edge = &edge;
+    /* after edge_init(): its route (/openapi.json) is in the router too */
+    if (metrics_hook_attach(&wk->metrics, &wk->conns.hooks, &wk->router, cfg) <
+        0)
+        worker_fail("adding the metrics hook");
 
     if (nlisten > WORKER_MAX_LISTENERS)
         nlisten = WORKER_MAX_LISTENERS;

@@ -212,6 +212,60 @@ def test_counters_survive_reloads(server):
     assert stat_json(name)["requests"] == after["requests"] + 1
 
 
+def test_openapi_route_is_counted_as_itself(server):
+    """Review finding: /openapi.json (a route edge_init() adds) was neither
+    published by the master nor mapped by the worker's metrics hook, so
+    its requests counted as "(no route)"."""
+    name = name_of(server)
+    before = stat_json(name)
+    with server.connect() as c:
+        for _ in range(3):
+            assert c.request(get("/openapi.json")).status == 200
+    after = stat_json(name)
+    assert route_count(after, "GET", "/openapi.json", "2xx") - \
+        route_count(before, "GET", "/openapi.json", "2xx") == 3
+    assert route_count(after, "-", "(no route)", "2xx") == \
+        route_count(before, "-", "(no route)", "2xx")
+
+
+def test_edge_counters_reach_the_segment(apiary):
+    """Review finding: the rate-limit and auth counters of the segment
+    (apiary_ratelimit_*_total, apiary_auth_rejected_total) stayed 0: the
+    edge module counted only for /debug/worker."""
+    srv = apiary(workers=1, ratelimit_rate=1, ratelimit_burst=4)
+    name = name_of(srv)
+    before = stat_json(name)["counters"]
+    body = b'{"name":"x","email":"x@example.com"}'
+    with srv.connect() as c:
+        c.send(b"POST /users HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Type: application/json\r\n"
+               b"Content-Length: %d\r\n\r\n" % len(body) + body, auth=False)
+        assert c.read_final_response().status == 401
+    statuses = []
+    with srv.connect() as c:
+        for _ in range(8):
+            statuses.append(c.request(get("/health")).status)
+    limited = statuses.count(429)
+    assert limited >= 1, statuses
+
+    def delta():
+        now = stat_json(name)["counters"]
+        return {k: now[k] - before[k] for k in
+                ("ratelimit_limited", "ratelimit_allowed", "auth_rejected")}
+
+    wait_for(lambda: delta()["ratelimit_limited"] == limited, 5,
+             "the rate limiter's refusals in the segment")
+    d = delta()
+    assert d["auth_rejected"] == 1, d
+    assert d["ratelimit_allowed"] >= 1 + statuses.count(200), d
+    # still answering once the bucket refills (1/s); then stopped here, as
+    # the teardown's own checks would meet the limit again
+    wait_for(lambda: srv.health().status == 200, 10, "the bucket to refill")
+    srv.signal(signal.SIGTERM)
+    srv.wait_gone(10)
+    srv.stopped = True
+
+
 def test_apiarystat_reattaches_after_restart(apiary, tmp_path):
     srv = apiary(name="reattach-%d" % os.getpid())
     name = srv.config["name"]

@@ -76,6 +76,36 @@ test_cors_origins(void **state)
     assert_int_equal(cors_init(&co, &cfg, why, sizeof(why)), -1);
     assert_non_null(strstr(why, "empty"));
 
+    /* review finding: an origin whose Allow-Origin line did not fit the
+     * serialise hook's buffer was accepted and then never allowed */
+    {
+        char origin[CORS_ORIGIN_MAX + 2];
+        struct request r;
+        struct response resp;
+        struct hdrbuf h;
+
+        memset(origin, 'a', sizeof(origin) - 1);
+        memcpy(origin, "https://", 8);
+        origin[CORS_ORIGIN_MAX] = '\0';
+        strcpy(cfg.cors_origins, origin);
+        cfg.cors_credentials = true;
+        assert_int_equal(cors_init(&co, &cfg, why, sizeof(why)), 0);
+        memset(&r, 0, sizeof(r));
+        memset(&resp, 0, sizeof(resp));
+        memset(&h, 0, sizeof(h));
+        r.cors_origin = 1;
+        cors_serialise(&r, &resp, &h, &co);
+        assert_non_null(memmem(h.buf, h.len, origin, CORS_ORIGIN_MAX));
+        assert_non_null(
+            memmem(h.buf, h.len, "Access-Control-Allow-Credentials: true", 38));
+        cfg.cors_credentials = false;
+        origin[CORS_ORIGIN_MAX] = 'a';
+        origin[CORS_ORIGIN_MAX + 1] = '\0';
+        strcpy(cfg.cors_origins, origin);
+        assert_int_equal(cors_init(&co, &cfg, why, sizeof(why)), -1);
+        assert_non_null(strstr(why, "longer"));
+    }
+
     strcpy(cfg.cors_origins, "*");
     assert_int_equal(cors_init(&co, &cfg, why, sizeof(why)), 0);
     assert_true(co.any);

@@ -9,10 +9,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -343,6 +346,78 @@ test_formats(void **state)
     free(s.base);
 }
 
+/*
+ * Review finding: metrics_snapshot() checked the header, then read
+ * nblocks and the offsets from the mapping again; a header changed after
+ * the check (a hostile or broken writer) walked blocks past the end of
+ * the mapping and rows past snap->rows.  The segment ends at a guard
+ * page; a thread flips nblocks while snapshots are taken.
+ */
+struct flipper {
+    volatile uint32_t *nblocks;
+    uint32_t good;
+    volatile int stop;
+};
+
+static void *
+flip(void *arg)
+{
+    struct flipper *f = arg;
+
+    while (!f->stop) {
+        *f->nblocks = METRICS_MAX_BLOCKS;
+        *f->nblocks = f->good;
+    }
+    return NULL;
+}
+
+static void
+test_snapshot_header_changed_after_check(void **state)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    unsigned nblocks = 2 + METRICS_SPARE_BLOCKS;
+    size_t size = metrics_size(nblocks);
+    size_t span = (size + (size_t)page - 1) & ~((size_t)page - 1);
+    struct metrics_snap *snap = malloc(sizeof(*snap));
+    struct metrics_header *h;
+    struct flipper f;
+    pthread_t t;
+    char diag[128], *map, *base;
+    struct metrics m;
+
+    (void)state;
+    assert_non_null(snap);
+    assert_int_equal(size % 64, 0);
+    map = mmap(NULL, span + (size_t)page, PROT_READ | PROT_WRITE,
+               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(map != MAP_FAILED);
+    assert_int_equal(mprotect(map + span, (size_t)page, PROT_NONE), 0);
+    base = map + span - size; /* the last block ends at the guard page */
+    metrics_layout(base, size, "unit", 2, nblocks, 42, "test");
+    h = (struct metrics_header *)(void *)base;
+    memset(&m, 0, sizeof(m));
+    m.base = base;
+    m.size = size;
+    m.hdr = h;
+    m.master = (struct metrics_master *)(void *)(base + h->master_offset);
+    m.blocks = (struct metrics_block *)(void *)(base + h->blocks_offset);
+    for (unsigned i = 0; i < nblocks; i++)
+        assert_true(metrics_worker_assign(&m, i + 1, 1) >= 0);
+
+    f.nblocks = &h->nblocks;
+    f.good = nblocks;
+    f.stop = 0;
+    assert_int_equal(pthread_create(&t, NULL, flip, &f), 0);
+    for (int i = 0; i < 20000; i++) {
+        if (metrics_snapshot(base, size, snap, diag, sizeof(diag)) == 0)
+            assert_true(snap->nrows <= nblocks);
+    }
+    f.stop = 1;
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(munmap(map, span + (size_t)page), 0);
+    free(snap);
+}
+
 int
 main(void)
 {
@@ -354,6 +429,7 @@ main(void)
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_fold_keeps_totals),
         cmocka_unit_test(test_blocks_run_out),
+        cmocka_unit_test(test_snapshot_header_changed_after_check),
         cmocka_unit_test(test_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
