@@ -689,7 +689,10 @@ cache_worker_gone(struct cache *c, pid_t pid)
         if (atomic_load_explicit(&r->pid, memory_order_relaxed) != cur)
             continue;
         n += release_claim(c, atomic_load(&r->slot), cur);
-        atomic_store(&r->slot, 0);
+        /* only pid is given back, by CAS: a writer that took this record
+         * over meanwhile (claim records full, pid found dead) has set its
+         * own slot, which a store here would wipe; the next owner of a
+         * freed record sets slot itself */
         (void)atomic_compare_exchange_strong(&r->pid, &cur, 0);
     }
     if (n)
