@@ -508,41 +508,49 @@ print_url(FILE *out, const char *url)
     fprintf(out, "%.*s:***%s", (int)(colon - url), url, at);
 }
 
+/*
+ * A key's value as the file would take it; the secrets (a password in the
+ * database URL, auth_secret) are masked.
+ */
+static void
+print_value(FILE *out, const struct key *k, const char *field)
+{
+    switch (k->type) {
+    case K_NAME:
+    case K_LISTEN:
+    case K_STRING:
+        if (strcmp(k->name, "database_url") == 0)
+            print_url(out, field);
+        else if (strcmp(k->name, "auth_secret") == 0)
+            fprintf(out, "%s", field[0] ? "***" : "");
+        else
+            fprintf(out, "%s", field);
+        break;
+    case K_BOOL:
+        fprintf(out, "%s", *(const bool *)field ? "on" : "off");
+        break;
+    case K_LEVEL:
+        fprintf(out, "%s",
+                log_level_name((enum log_level) * (const uint32_t *)field));
+        break;
+    case K_INT:
+    case K_SIZE:
+        if (k->size == sizeof(uint32_t))
+            fprintf(out, "%u", *(const uint32_t *)field);
+        else
+            fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)field);
+        break;
+    }
+}
+
 void
 config_print(const struct config *c, FILE *out)
 {
     for (size_t i = 0; i < NKEYS; i++) {
         const struct key *k = &keys[i];
-        const char *field = (const char *)c + k->offset;
 
         fprintf(out, "%-22s = ", k->name);
-        switch (k->type) {
-        case K_NAME:
-        case K_LISTEN:
-        case K_STRING:
-            if (strcmp(k->name, "database_url") == 0)
-                print_url(out, field);
-            else if (strcmp(k->name, "auth_secret") == 0)
-                fprintf(out, "%s", field[0] ? "***" : "");
-            else
-                fprintf(out, "%s", field);
-            break;
-        case K_BOOL:
-            fprintf(out, "%s", *(const bool *)field ? "on" : "off");
-            break;
-        case K_LEVEL:
-            fprintf(out, "%s",
-                    log_level_name((enum log_level) * (const uint32_t *)field));
-            break;
-        case K_INT:
-        case K_SIZE:
-            if (k->size == sizeof(uint32_t))
-                fprintf(out, "%u", *(const uint32_t *)field);
-            else
-                fprintf(out, "%llu",
-                        (unsigned long long)*(const uint64_t *)field);
-            break;
-        }
+        print_value(out, k, (const char *)c + k->offset);
         fprintf(out, "\t# %s\n", k->help);
     }
 }
@@ -569,28 +577,7 @@ config_print_example(FILE *out)
             fprintf(out, " [%llu..%llu]", (unsigned long long)k->min,
                     (unsigned long long)k->max);
         fprintf(out, "\n#%s = ", k->name);
-        switch (k->type) {
-        case K_NAME:
-        case K_LISTEN:
-        case K_STRING:
-            fprintf(out, "%s", field);
-            break;
-        case K_BOOL:
-            fprintf(out, "%s", *(const bool *)field ? "on" : "off");
-            break;
-        case K_LEVEL:
-            fprintf(out, "%s",
-                    log_level_name((enum log_level) * (const uint32_t *)field));
-            break;
-        case K_INT:
-        case K_SIZE:
-            if (k->size == sizeof(uint32_t))
-                fprintf(out, "%u", *(const uint32_t *)field);
-            else
-                fprintf(out, "%llu",
-                        (unsigned long long)*(const uint64_t *)field);
-            break;
-        }
+        print_value(out, k, field);
         fprintf(out, "\n");
     }
 }

@@ -485,6 +485,7 @@ relay_flush(bool shutting_down)
 }
 
 static void retire(struct gen *g);
+static void retire_all(void);
 static void finish_upgrade(void);
 
 /*
@@ -544,11 +545,7 @@ channel_read(int ch, struct gen *g, struct slot *from)
                 log_info("binary upgrade rolled back by the old master: "
                          "handing every connection back and exiting");
                 rolling_back = true;
-                for (unsigned i = 0; i < MAX_GENS; i++)
-                    if (gens[i].state == GEN_CURRENT ||
-                        gens[i].state == GEN_STARTING)
-                        retire(&gens[i]);
-                cur = NULL;
+                retire_all();
             }
             break;
         default:
@@ -694,6 +691,17 @@ retire(struct gen *g)
             (void)kill(s->pid, SIGQUIT);
         }
     }
+}
+
+/* Every serving or starting generation retires (an upgrade hands all our
+ * connections to the other master); no generation is current after. */
+static void
+retire_all(void)
+{
+    for (unsigned i = 0; i < MAX_GENS; i++)
+        if (gens[i].state == GEN_CURRENT || gens[i].state == GEN_STARTING)
+            retire(&gens[i]);
+    cur = NULL;
 }
 
 /* Settings a reload cannot change: warn and keep the running value. */
@@ -1385,11 +1393,7 @@ master_run(const struct config *cfg, const struct master_opts *o)
                 log_info("binary upgrade: finishing; this master's workers "
                          "hand their connections to the new master");
                 upgrade_finish = true;
-                for (unsigned i = 0; i < MAX_GENS; i++)
-                    if (gens[i].state == GEN_CURRENT ||
-                        gens[i].state == GEN_STARTING)
-                        retire(&gens[i]);
-                cur = NULL;
+                retire_all();
             } else if (!upgrade_finish) {
                 uint32_t grace = cur ? cur->cfg->shutdown_timeout_ms : 30000;
                 log_info("graceful shutdown requested");
