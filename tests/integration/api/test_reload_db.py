@@ -92,6 +92,26 @@ def connect_to_pid(srv, pid):
     return found[0]
 
 
+def start_upgrade(srv, old):
+    """USR2 to master old; the new master's pid once it serves (both
+    masters' workers serve then, until old is told QUIT)."""
+    os.kill(old, signal.SIGUSR2)
+
+    def new_serves():
+        for m in master_msgs(srv, old):
+            g = re.search(r"the new master \(pid (\d+)\) serves", m)
+            if g:
+                return int(g.group(1))
+        return None
+
+    return wait_for(new_serves, 20, "the new master to serve")
+
+
+def new_worker_of(master):
+    return [p for p in children_of(master)
+            if proc_cmdline(p).startswith("apiaryd: worker")][0]
+
+
 def test_upgrade_masters_share_one_cache(start_api):
     """While both masters' workers serve, an entry one fills is a hit for
     the other, and a PATCH through an old worker is seen at once by a new
@@ -102,19 +122,9 @@ def test_upgrade_masters_share_one_cache(start_api):
     old = srv.proc.pid
     old_worker = srv.worker_pids()[0]
     uid = create_user(srv.client, name="Before")["id"]
-    os.kill(old, signal.SIGUSR2)
-
-    def new_serves():
-        for m in master_msgs(srv, old):
-            g = re.search(r"the new master \(pid (\d+)\) serves", m)
-            if g:
-                return int(g.group(1))
-        return None
-
-    new = wait_for(new_serves, 20, "the new master to serve")
+    new = start_upgrade(srv, old)
     try:
-        new_worker = [p for p in children_of(new)
-                      if proc_cmdline(p).startswith("apiaryd: worker")][0]
+        new_worker = new_worker_of(new)
         oldc = connect_to_pid(srv, old_worker)
         newc = connect_to_pid(srv, new_worker)
         user = get("/users/%d" % uid)
@@ -141,6 +151,42 @@ def test_upgrade_masters_share_one_cache(start_api):
         d3 = debug(newc)
         assert r.status == 200 and r.json()["name"] == "After", r
         assert d3["cache_hits"] - d2["cache_hits"] == 1, (d2, d3)
+        newc.close()
+    finally:
+        stop_master(srv, new)
+
+
+def test_upgrade_with_another_cache_size_holds_its_fresh_cache(start_api):
+    """The new master cannot share a cache of another size: its fresh cache
+    serves no hit while old workers (which invalidate only their own cache)
+    may still write, and serves again once the old master is gone."""
+    srv = start_api(workers=1)
+    srv.stopped = True
+    old = srv.proc.pid
+    uid = create_user(srv.client, name="Cold")["id"]
+    srv.conf_path.write_text(srv.conf_path.read_text() + "cache_size = 32m\n")
+    new = start_upgrade(srv, old)
+    try:
+        new_worker = new_worker_of(new)
+        newc = connect_to_pid(srv, new_worker)
+        user = get("/users/%d" % uid)
+        d0 = debug(newc)
+        for _ in range(3):
+            r = newc.request(user)
+            assert r.status == 200 and r.json()["name"] == "Cold", r
+        d1 = debug(newc)
+        assert d1["cache_hits"] == d0["cache_hits"], (d0, d1)
+        assert d1["cache_misses"] - d0["cache_misses"] == 3, (d0, d1)
+        os.kill(old, signal.SIGQUIT)
+        wait_for(lambda: not pid_alive(old), 20, "the old master to finish")
+        wait_for(lambda: any("the fresh cache serves from now on" in m
+                             for m in master_msgs(srv, new)),
+                 10, "the new master to release its cache")
+        for _ in range(2):
+            r = newc.request(user)
+            assert r.status == 200 and r.json()["name"] == "Cold", r
+        d2 = debug(newc)
+        assert d2["cache_hits"] - d1["cache_hits"] == 1, (d1, d2)
         newc.close()
     finally:
         stop_master(srv, new)
