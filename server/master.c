@@ -140,9 +140,9 @@ static bool upgrade_ready;    /* the new master serves */
 static bool upgrade_finish;   /* QUIT: our connections go to the new master */
 static bool upgrade_rollback; /* HUP: the new master was told to go */
 static int parent_ch = -1;    /* to the old master (we are the new one) */
+static bool rolling_back;     /* the old master took everything back */
 static int old_cache_fd = -1; /* the old master's segments, to adopt */
 static int old_rl_fd = -1;
-static bool rolling_back; /* the old master took everything back */
 static char oldbin[CONFIG_PATH_MAX + 8];
 static struct metrics metrics_seg;
 static struct metrics *metrics; /* NULL: metrics off or unavailable */
@@ -1025,8 +1025,9 @@ open_shared_segments(const struct config *cfg)
 {
     char why[200];
     struct cache *c = NULL;
+    bool tried = cfg->cache_size && old_cache_fd >= 0;
 
-    if (cfg->cache_size && old_cache_fd >= 0) {
+    if (tried) {
         c = cache_adopt(old_cache_fd, cfg->cache_size, why, sizeof(why));
         if (c)
             log_info("binary upgrade: this new master shares the old "
@@ -1048,8 +1049,14 @@ open_shared_segments(const struct config *cfg)
                           (unsigned long long)cfg->cache_size, strerror(errno));
             return -1;
         }
-        if (parent_ch >= 0)
+        if (parent_ch >= 0) {
             cache_hold(c);
+            if (!tried)
+                log_warn("binary upgrade: the old master passed no cache "
+                         "(an older binary, or its cache is off); a fresh "
+                         "cache, serving no hits until the old master is "
+                         "gone");
+        }
     }
     if (old_rl_fd >= 0) {
         if (ratelimit_adopt(old_rl_fd, cfg->ratelimit_slots, why,
@@ -1064,8 +1071,8 @@ open_shared_segments(const struct config *cfg)
         old_rl_fd = -1;
     }
     if (ratelimit_open(cfg->ratelimit_slots) < 0) /* no-op once adopted */
-        log_error("mmap() for the rate-limit table failed: %s; requests are "
-                  "not rate limited",
+        log_error("cannot make the rate-limit table (memfd, mmap): %s; "
+                  "requests are not rate limited",
                   strerror(errno));
     return 0;
 }
