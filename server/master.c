@@ -86,6 +86,8 @@
 
 #define ENV_LISTEN_FDS "APIARY_LISTEN_FDS"
 #define ENV_UPGRADE_FD "APIARY_UPGRADE_FD"
+#define ENV_CACHE_FD "APIARY_CACHE_FD"         /* shm/cache.c */
+#define ENV_RATELIMIT_FD "APIARY_RATELIMIT_FD" /* shm/ratelimit.c */
 
 struct slot {
     pid_t pid;      /* 0: not running */
@@ -139,6 +141,8 @@ static bool upgrade_finish;   /* QUIT: our connections go to the new master */
 static bool upgrade_rollback; /* HUP: the new master was told to go */
 static int parent_ch = -1;    /* to the old master (we are the new one) */
 static bool rolling_back;     /* the old master took everything back */
+static int old_cache_fd = -1; /* the old master's segments, to adopt */
+static int old_rl_fd = -1;
 static char oldbin[CONFIG_PATH_MAX + 8];
 static struct metrics metrics_seg;
 static struct metrics *metrics; /* NULL: metrics off or unavailable */
@@ -878,9 +882,28 @@ check_starting(uint64_t now)
 /* ---- binary upgrade ---- */
 
 /*
+ * In the child about to exec the new binary: let it inherit shared
+ * segment fd (-1: none) and name it in the environment as name.
+ */
+static void
+pass_segment(const char *name, int fd)
+{
+    char num[16];
+
+    if (fd < 0 || fcntl(fd, F_SETFD, 0) < 0) {
+        unsetenv(name);
+        return;
+    }
+    snprintf(num, sizeof(num), "%d", fd);
+    setenv(name, num, 1);
+}
+
+/*
  * USR2: start the binary at opts->exe as a new master that inherits the
- * listening sockets (ENV_LISTEN_FDS) and a hand-over channel
- * (ENV_UPGRADE_FD); our pidfile becomes PIDFILE.oldbin meanwhile.
+ * listening sockets (ENV_LISTEN_FDS), a hand-over channel
+ * (ENV_UPGRADE_FD) and the cache and rate-limit memfds (ENV_CACHE_FD,
+ * ENV_RATELIMIT_FD: one cache and one budget for both masters' workers);
+ * our pidfile becomes PIDFILE.oldbin meanwhile.
  */
 static void
 start_upgrade(void)
@@ -932,6 +955,8 @@ start_upgrade(void)
         snprintf(num, sizeof(num), "%d", sv[1]);
         setenv(ENV_LISTEN_FDS, fds, 1);
         setenv(ENV_UPGRADE_FD, num, 1);
+        pass_segment(ENV_CACHE_FD, cache_fd());
+        pass_segment(ENV_RATELIMIT_FD, ratelimit_fd());
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         execv(opts->exe, opts->argv);
@@ -978,6 +1003,88 @@ finish_upgrade(void)
     upgrade_ready = false;
 }
 
+/* A descriptor named by environment variable name, close-on-exec; -1. */
+static int
+inherited_fd(const char *name)
+{
+    const char *v = getenv(name);
+    char *end;
+    long fd;
+
+    if (v == NULL)
+        return -1;
+    fd = strtol(v, &end, 10);
+    unsetenv(name);
+    if (end == v || *end || fd < 0 || fd > 65535 ||
+        fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0)
+        return -1;
+    return (int)fd;
+}
+
+/*
+ * The cache and rate-limit segments, before the first fork: in a binary
+ * upgrade the old master's (old_cache_fd, old_rl_fd) when they fit this
+ * binary and configuration, else fresh ones.  A fresh cache while the old
+ * master's workers may still run is held (no hits, shm/cache.c) until the
+ * old master is gone.  0, or -1 with startup_reason set.
+ */
+static int
+open_shared_segments(const struct config *cfg)
+{
+    char why[200];
+    struct cache *c = NULL;
+    bool tried = cfg->cache_size && old_cache_fd >= 0;
+
+    if (tried) {
+        c = cache_adopt(old_cache_fd, cfg->cache_size, why, sizeof(why));
+        if (c)
+            log_info("binary upgrade: this new master shares the old "
+                     "one's cache");
+        else
+            log_warn("binary upgrade: the old master's cache cannot be "
+                     "shared: %s; a fresh cache, serving no hits until the "
+                     "old master is gone",
+                     why);
+    } else if (old_cache_fd >= 0) {
+        (void)close(old_cache_fd);
+    }
+    old_cache_fd = -1;
+    if (cfg->cache_size && c == NULL) {
+        c = cache_open(cfg->cache_size);
+        if (c == NULL) {
+            startup_error("cannot map the shared cache (cache_size = %llu "
+                          "bytes, at least 64k): %s; not starting",
+                          (unsigned long long)cfg->cache_size, strerror(errno));
+            return -1;
+        }
+        if (parent_ch >= 0) {
+            cache_hold(c);
+            if (!tried)
+                log_warn("binary upgrade: the old master passed no cache "
+                         "(an older binary, or its cache is off); a fresh "
+                         "cache, serving no hits until the old master is "
+                         "gone");
+        }
+    }
+    if (old_rl_fd >= 0) {
+        if (ratelimit_adopt(old_rl_fd, cfg->ratelimit_slots, why,
+                            sizeof(why)) == 0)
+            log_info("binary upgrade: this new master shares the old "
+                     "one's rate-limit table");
+        else
+            log_warn("binary upgrade: the old master's rate-limit table "
+                     "cannot be shared: %s; a fresh one (budgets start "
+                     "full)",
+                     why);
+        old_rl_fd = -1;
+    }
+    if (ratelimit_open(cfg->ratelimit_slots) < 0) /* no-op once adopted */
+        log_error("cannot make the rate-limit table (memfd, mmap): %s; "
+                  "requests are not rate limited",
+                  strerror(errno));
+    return 0;
+}
+
 /*
  * In a new master started by USR2: take the inherited listening sockets
  * and the channel to the old master from the environment.  Returns the
@@ -990,8 +1097,13 @@ inherit_from_old_master(void)
     char *end;
     int n = 0;
 
-    if (fds == NULL)
+    if (fds == NULL) {
+        unsetenv(ENV_CACHE_FD);
+        unsetenv(ENV_RATELIMIT_FD);
         return 0;
+    }
+    old_cache_fd = inherited_fd(ENV_CACHE_FD);
+    old_rl_fd = inherited_fd(ENV_RATELIMIT_FD);
     while (*fds && n < LISTEN_MAX) {
         long fd = strtol(fds, &end, 10);
         int type;
@@ -1128,19 +1240,12 @@ master_run(const struct config *cfg, const struct master_opts *o)
         log_warn("mmap() for the balance counters failed: %s; connections "
                  "may spread unevenly",
                  strerror(errno));
-    if (owned->cache_size && cache_open(owned->cache_size) == NULL) {
-        startup_error("cannot map the shared cache (cache_size = %llu bytes, "
-                      "at least 64k): %s; not starting",
-                      (unsigned long long)owned->cache_size, strerror(errno));
+    if (open_shared_segments(owned) < 0) {
         daemon_failed(startup_reason);
         pidfile_remove(pfh);
         free(owned);
         return 1;
     }
-    if (ratelimit_open(owned->ratelimit_slots) < 0)
-        log_error("mmap() for the rate-limit table failed: %s; requests are "
-                  "not rate limited",
-                  strerror(errno));
     if (owned->metrics) {
         if (metrics_create(&metrics_seg, owned->name, nslots_of(owned),
                            APIARY_VERSION) < 0) {
@@ -1368,6 +1473,10 @@ master_run(const struct config *cfg, const struct master_opts *o)
                     parent_ch = -1;
                     log_info("the old master is gone: the binary upgrade "
                              "is complete");
+                    if (cache_shared() && cache_held(cache_shared())) {
+                        cache_release(cache_shared());
+                        log_info("the fresh cache serves from now on");
+                    }
                 } else if (fd == upgrade_ch) {
                     (void)close(upgrade_ch);
                     upgrade_ch = -1;

@@ -1,13 +1,36 @@
 /*
  * cache.c - the shared response cache; the interface is in cache.h.
  *
- * Layout (one anonymous MAP_SHARED mapping, offsets from its start, no
- * pointers inside):
+ * The mapping, who makes it, how it crosses a binary upgrade.  The cache
+ * is one memfd ("apiary-cache", close-on-exec, sealed against shrinking
+ * and growing, so no holder can truncate it under a mapping: no SIGBUS),
+ * mapped MAP_SHARED.  The master makes it before its first fork
+ * (cache_open()) and keeps the descriptor; every worker of every
+ * generation inherits the mapping by fork.  On USR2 the old master
+ * clears close-on-exec on that descriptor only in the child it execs and
+ * names it in APIARY_CACHE_FD, as it does for the listening sockets
+ * (server/master.c); the new master checks the header against what its
+ * own binary and its own cache_size would make (cache_adopt(): magic,
+ * layout version, slot size, ways, sets, size, the file's size and
+ * seal) and maps the same pages, so while old and new workers overlap a
+ * write's invalidation by either is seen by both (SPEC 5), and entries
+ * survive the upgrade.  If anything differs (another layout, another
+ * cache_size, no descriptor: an old binary) the new master makes a fresh
+ * cache and holds it (cache_hold(): every lookup misses, every fill is
+ * skipped) until the old master is gone, i.e. its channel to the new
+ * master closes after its workers are reaped; then cache_release()
+ * flushes and serves.  That costs a cold cache for the overlap, never a
+ * stale hit: an old worker's invalidation reaches only the old cache.
+ * A rollback (HUP to the old master) changes nothing for the old master:
+ * it never unmapped its cache.  The layout version changes whenever the
+ * layout or the meaning of a field does (2: memfd, the hold word).
+ *
+ * Layout (the memfd, offsets from its start, no pointers inside):
  *
  *   0      struct cache_hdr (8192 bytes): magic, layout version, geometry,
- *          the flush epoch, the count of slots reclaimed by the master,
- *          then the claim records: {writer pid, slot index + 1}, one per
- *          writing process (at most one claim each)
+ *          the flush epoch, the hold word, the count of slots reclaimed
+ *          by the master, then the claim records: {writer pid, slot
+ *          index + 1}, one per writing process (at most one claim each)
  *   8192   set 0: struct cache_meta (64 bytes)  | slot 0 | ... | slot 7 |
  *          set 1: ...                              (512 bytes per slot)
  *          ... nsets sets of 64 + 8 x 512 = 4160 bytes
@@ -81,7 +104,10 @@
  * seq_cst adds, and cache_ticket()/the put's pre-check are seq_cst loads,
  * so that a ticket taken after an invalidation returned sees it.  The
  * reference bit and the tags are relaxed hints: a stale value costs a
- * miss or a poorer victim, never a wrong answer.
+ * miss or a poorer victim, never a wrong answer.  The hold word: a lookup
+ * loads it with acquire first; cache_release() adds one to the flush
+ * epoch (seq_cst) before it stores 0 (release), so a reader that sees 0
+ * sees the new flush epoch and serves nothing filled during the hold.
  *
  * Crash recovery (SIGKILL at any instruction): a reader holds nothing.  An
  * invalidation or flush is one atomic add: done or not.  A writer killed
@@ -90,15 +116,18 @@
  * calls cache_worker_gone(pid), which finds pid's claim record and CASes
  * the slot it names back to empty if pid still owns it (contracts.md 2:
  * claims are keyed by pid, which works across generations during a
- * reload).  A writer stores the slot in its record before its claim CAS,
- * so a record names every slot its writer can own; one naming a slot the
- * writer never got, or already published, fails the owner check and is
- * ignored.  The records make the master's work O(records), a few
- * kilobytes in the header page: it never walks, nor faults in, the
- * mapping.  A writer that finds a slot BUSY with an owner that
- * kill(pid, 0) says is gone takes it over the same way, and a writer that
+ * reload, and across the two masters of a binary upgrade: pids are
+ * unique among live processes, and each master reaps only its own).  A writer
+ * stores the slot in its record before its claim CAS, so a record names every
+ * slot its writer can own; one naming a slot the writer never got, or already
+ * published, fails the owner check and is ignored.  The records make the
+ * master's work O(records), a few kilobytes in the header page: it never walks,
+ * nor faults in, the mapping.  A writer that finds a slot BUSY with an owner
+ * that kill(pid, 0) says is gone takes it over the same way, and a writer that
  * finds no free record takes over a dead process's one, so the cache
- * heals even without a master (the stress test has none).  Nothing
+ * heals even without a master (the stress test has none), and when a
+ * master of an upgrade is killed with its workers (PDEATHSIG) the other
+ * one's writers take the dead workers' slots and records over.  Nothing
  * a writer holds is ever waited for, and a half-written value is never
  * VALID, so there is nothing to repair: the seqlock whose dead writer
  * leaves readers spinning and the rwlock a dead reader holds forever
@@ -113,11 +142,14 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CTL_PID_MASK 0xffffffffull
@@ -138,7 +170,7 @@ struct cache_hdr {
     uint64_t sets_off; /* offset of set 0 */
     uint64_t size;
     _Atomic uint32_t flush; /* flush epoch */
-    uint32_t pad0;
+    _Atomic uint32_t hold;  /* != 0: serve nothing (cache_hold()) */
     _Atomic uint64_t reclaimed;
     char pad[8];
     struct cache_claim {
@@ -174,6 +206,7 @@ struct cache_set {
 _Static_assert(sizeof(struct cache_hdr) == HDR_BYTES, "header is 2 pages");
 _Static_assert(offsetof(struct cache_hdr, claims) == 64, "header layout");
 _Static_assert(offsetof(struct cache_hdr, flush) == 40, "header layout");
+_Static_assert(offsetof(struct cache_hdr, hold) == 44, "header layout");
 _Static_assert(offsetof(struct cache_hdr, reclaimed) == 48, "header layout");
 _Static_assert(sizeof(struct cache_meta) == 64, "meta is one cache line");
 _Static_assert(offsetof(struct cache_slot, body) == CACHE_SLOT_HEAD,
@@ -257,35 +290,73 @@ next_ctl(uint64_t ctl, bool valid, uint32_t pid)
 
 /* ---- life ---- */
 
-struct cache *
-cache_open(uint64_t size_bytes)
-{
-    static bool atfork_done;
-    struct cache *c;
-    uint64_t nsets;
-    void *p;
+/*
+ * The descriptor of the shared cache's memfd (-1: none), kept open by the
+ * master so that a binary upgrade can hand it to the new binary.
+ */
+static int shared_fd = -1;
 
-    if (size_bytes < CACHE_MIN_BYTES) {
-        errno = EINVAL;
-        return NULL;
-    }
+/* Sets per size, clamped so that slot indexes fit 32 bits; 0: too small. */
+static uint64_t
+sets_for(uint64_t size_bytes)
+{
+    uint64_t nsets;
+
+    if (size_bytes < CACHE_MIN_BYTES)
+        return 0;
     nsets = (size_bytes - HDR_BYTES) / sizeof(struct cache_set);
     if (nsets > UINT32_MAX / CACHE_WAYS - 1)
-        nsets = UINT32_MAX / CACHE_WAYS - 1; /* slot indexes fit 32 bits */
-    size_bytes = HDR_BYTES + nsets * sizeof(struct cache_set);
-    p = mmap(NULL, size_bytes, PROT_READ | PROT_WRITE,
-             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        nsets = UINT32_MAX / CACHE_WAYS - 1;
+    return nsets;
+}
+
+/* Maps fd (bytes long) and makes it the shared cache.  NULL, errno set. */
+static struct cache *
+map_shared(int fd, uint64_t bytes)
+{
+    static bool atfork_done;
+    void *p;
+
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED)
         return NULL;
     if (!atfork_done) {
         if (pthread_atfork(NULL, NULL, forked) != 0) {
-            (void)munmap(p, size_bytes);
+            (void)munmap(p, bytes);
             errno = ENOMEM;
             return NULL;
         }
         atfork_done = true;
     }
-    c = p; /* fresh anonymous pages are zero: every slot empty */
+    if (shared_fd >= 0)
+        (void)close(shared_fd); /* an earlier cache: no longer handed on */
+    shared_fd = fd;
+    shared = p;
+    return p;
+}
+
+struct cache *
+cache_open(uint64_t size_bytes)
+{
+    struct cache *c;
+    uint64_t nsets = sets_for(size_bytes);
+    int fd, e;
+
+    if (nsets == 0) {
+        errno = EINVAL;
+        return NULL;
+    }
+    size_bytes = HDR_BYTES + nsets * sizeof(struct cache_set);
+    fd = memfd_create("apiary-cache", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return NULL;
+    if (ftruncate(fd, (off_t)size_bytes) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        goto fail;
+    c = map_shared(fd, size_bytes);
+    if (c == NULL)
+        goto fail;
+    /* fresh memfd pages are zero: every slot empty, no hold */
     c->hdr.magic = CACHE_MAGIC;
     c->hdr.layout = CACHE_LAYOUT_VERSION;
     c->hdr.slot_bytes = CACHE_SLOT_BYTES;
@@ -293,8 +364,93 @@ cache_open(uint64_t size_bytes)
     c->hdr.nsets = nsets;
     c->hdr.sets_off = HDR_BYTES;
     c->hdr.size = size_bytes;
-    shared = c;
     return c;
+fail:
+    e = errno;
+    (void)close(fd);
+    errno = e;
+    return NULL;
+}
+
+struct cache *
+cache_adopt(int fd, uint64_t size_bytes, char *why, size_t cap)
+{
+    const struct cache_hdr *h;
+    uint64_t nsets = sets_for(size_bytes), want;
+    struct cache *c;
+    struct stat sb;
+    void *p;
+    int seals;
+
+    want = HDR_BYTES + nsets * sizeof(struct cache_set);
+    seals = fcntl(fd, F_GET_SEALS);
+    if (nsets == 0 || fstat(fd, &sb) < 0 || seals < 0 ||
+        !(seals & F_SEAL_SHRINK) || sb.st_size < (off_t)HDR_BYTES) {
+        snprintf(why, cap, "descriptor %d is not a sealed cache memfd", fd);
+        goto refuse;
+    }
+    /* the header alone first: the rest may be another size */
+    p = mmap(NULL, HDR_BYTES, PROT_READ, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        snprintf(why, cap, "mmap(): %s", strerror(errno));
+        goto refuse;
+    }
+    h = p;
+    if (h->magic != CACHE_MAGIC || h->layout != CACHE_LAYOUT_VERSION ||
+        h->slot_bytes != CACHE_SLOT_BYTES || h->ways != CACHE_WAYS ||
+        h->sets_off != HDR_BYTES) {
+        snprintf(why, cap,
+                 "its layout differs (magic %#x, layout %u; this binary "
+                 "has %#x, %u)",
+                 h->magic, h->layout, CACHE_MAGIC, CACHE_LAYOUT_VERSION);
+        (void)munmap(p, HDR_BYTES);
+        goto refuse;
+    }
+    if (h->nsets != nsets || h->size != want || sb.st_size != (off_t)want) {
+        snprintf(why, cap,
+                 "its size differs (%llu bytes; cache_size here gives "
+                 "%llu)",
+                 (unsigned long long)h->size, (unsigned long long)want);
+        (void)munmap(p, HDR_BYTES);
+        goto refuse;
+    }
+    (void)munmap(p, HDR_BYTES);
+    c = map_shared(fd, want);
+    if (c == NULL) {
+        snprintf(why, cap, "mmap(): %s", strerror(errno));
+        goto refuse;
+    }
+    return c;
+refuse:
+    (void)close(fd);
+    return NULL;
+}
+
+int
+cache_fd(void)
+{
+    return shared_fd;
+}
+
+void
+cache_hold(struct cache *c)
+{
+    atomic_store(&c->hdr.hold, 1);
+}
+
+void
+cache_release(struct cache *c)
+{
+    if (c == NULL || atomic_load(&c->hdr.hold) == 0)
+        return;
+    atomic_fetch_add(&c->hdr.flush, 1); /* every fill of the hold retires */
+    atomic_store_explicit(&c->hdr.hold, 0, memory_order_release);
+}
+
+bool
+cache_held(const struct cache *c)
+{
+    return atomic_load_explicit(&c->hdr.hold, memory_order_acquire) != 0;
 }
 
 void
@@ -304,8 +460,12 @@ cache_close(struct cache **cp)
 
     if (c == NULL)
         return;
-    if (shared == c)
+    if (shared == c) {
         shared = NULL;
+        if (shared_fd >= 0)
+            (void)close(shared_fd);
+        shared_fd = -1;
+    }
     (void)munmap(c, c->hdr.size);
     *cp = NULL;
 }
@@ -337,6 +497,8 @@ view_begin(struct cache *c, uint32_t kind, uint64_t id, uint64_t now_ms,
     uint32_t set, stripe, tag;
     struct cache_set *s;
 
+    if (atomic_load_explicit(&c->hdr.hold, memory_order_acquire))
+        return false; /* a fresh cache while an old master's workers run */
     locate(c, kind, id, &set, &stripe, &tag);
     s = set_at(c, set);
     for (unsigned w = 0; w < CACHE_WAYS; w++) {
@@ -538,7 +700,8 @@ cache_put(struct cache *c, const struct cache_ticket *t, int status,
     uint32_t pid;
     int w, rec;
 
-    if (len > CACHE_BODY_MAX || t->set >= c->hdr.nsets) {
+    if (len > CACHE_BODY_MAX || t->set >= c->hdr.nsets ||
+        atomic_load_explicit(&c->hdr.hold, memory_order_relaxed)) {
         if (st)
             st->not_stored++;
         return -1;

@@ -1,8 +1,9 @@
 /*
  * cache.h - the shared response cache (SPEC 5): ready-to-send JSON bodies
  * of GET /users/{id} and GET /orders/{id}, keyed by (kind, id), in one
- * anonymous shared mapping that the master creates before it forks and
- * every worker of every generation it forks reads and writes without
+ * shared memfd mapping that the master creates before it forks (or, in a
+ * binary upgrade, inherits from the old master) and every worker of every
+ * generation, of both masters during an upgrade, reads and writes without
  * locks.  cache.c explains the layout, the memory ordering and why a
  * process killed at any instruction leaves nothing wedged or torn.
  *
@@ -22,8 +23,8 @@
  *
  * Every function may be called by any process mapping the cache; none
  * blocks, none allocates, none makes a system call except cache_open(),
- * cache_close() and, on the put path, getpid() and (for a slot whose
- * owner looks dead) kill(pid, 0).
+ * cache_adopt(), cache_close() and, on the put path, getpid() and (for a
+ * slot whose owner looks dead) kill(pid, 0).
  */
 #ifndef APIARY_CACHE_H
 #define APIARY_CACHE_H
@@ -34,7 +35,7 @@
 #include <sys/types.h>
 
 #define CACHE_MAGIC 0x41504341u /* "APCA" */
-#define CACHE_LAYOUT_VERSION 1u
+#define CACHE_LAYOUT_VERSION 2u /* 2: memfd-backed, the hold word */
 #define CACHE_WAYS 8u
 #define CACHE_SLOT_BYTES 512u
 #define CACHE_SLOT_HEAD 64u
@@ -80,14 +81,47 @@ struct cache_ticket {
 };
 
 /*
- * Master, before forking: maps size_bytes (rounded down to whole sets)
- * shared and anonymous, and initialises it.  Returns the cache, or NULL
- * with errno set: EINVAL when size_bytes < CACHE_MIN_BYTES, else mmap's.
- * Children inherit the mapping.
+ * Master, before forking: makes a memfd named "apiary-cache" (close-on-
+ * exec, sealed against shrinking and growing) of size_bytes rounded down
+ * to whole sets, maps it shared and initialises it; it becomes
+ * cache_shared() and its descriptor cache_fd().  Returns the cache, or
+ * NULL with errno set: EINVAL when size_bytes < CACHE_MIN_BYTES, else
+ * memfd_create's, ftruncate's, fcntl's or mmap's.  Children inherit the
+ * mapping.
  */
 struct cache *cache_open(uint64_t size_bytes);
 
-/* Unmaps (tests; the master's mapping goes away with the process). */
+/*
+ * A new master of a binary upgrade, before forking: maps the old master's
+ * cache from fd (its cache_fd(), inherited across exec) when it is what
+ * cache_open(size_bytes) would make in this binary: a memfd sealed
+ * against shrinking whose header has this magic, layout version, slot
+ * size, ways, sets and size, and whose file has that size.  Returns the
+ * cache (as cache_open() does; entries, epochs and claims kept), or NULL
+ * with a sentence saying why in why (cap bytes) and fd closed; the
+ * caller then makes a fresh one with cache_open().
+ */
+struct cache *cache_adopt(int fd, uint64_t size_bytes, char *why, size_t cap);
+
+/* The descriptor of cache_shared()'s memfd (close-on-exec), or -1. */
+int cache_fd(void);
+
+/*
+ * The hold (a fresh cache of a new master whose old master's workers
+ * still run, and still write to another cache): while held, every
+ * cache_get()/cache_view() misses and every cache_put() is skipped
+ * (not_stored).  cache_release() ends it: flushes (so no fill ticketed
+ * during the hold is ever served), then lets readers serve again; a
+ * reader that sees the hold gone sees the flush.  Master only.
+ */
+void cache_hold(struct cache *c);
+void cache_release(struct cache *c); /* c may be NULL; no-op if not held */
+
+/* Whether c is held (tests, /debug). */
+bool cache_held(const struct cache *c);
+
+/* Unmaps, and closes the memfd if c is cache_shared() (tests; the
+ * master's mapping goes away with the process). */
 void cache_close(struct cache **cp);
 
 /* Entries the cache can hold (sets x ways). */

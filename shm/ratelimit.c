@@ -8,8 +8,26 @@
  * then TAT becomes max(TAT, now) + T; otherwise the client waits
  * max(TAT, now) - now - tau.  One number means one compare-and-swap.
  *
- * Layout (an anonymous MAP_SHARED mapping made by the master before fork,
- * so all workers of all generations of this master share it):
+ * The mapping, who makes it, how it crosses a binary upgrade: a memfd
+ * ("apiary-ratelimit", close-on-exec, sealed against shrinking and
+ * growing) mapped MAP_SHARED, made by the master before its first fork
+ * (ratelimit_open()), so all workers of all its generations share it by
+ * fork.  On USR2 the old master hands the descriptor to the binary it
+ * execs (APIARY_RATELIMIT_FD, close-on-exec cleared in that child only,
+ * like the listening sockets; server/master.c), and the new master maps
+ * the same table (ratelimit_adopt()) when its magic, version and size
+ * are what its own binary and ratelimit_slots would make: old and new
+ * workers then draw on one budget, and a client's spent budget stays
+ * spent across the upgrade.  base_us is CLOCK_MONOTONIC, one clock for
+ * every process of the machine, so the old TATs mean the same in the new
+ * binary.  Otherwise (another layout or ratelimit_slots, an old binary
+ * that passes nothing) the new master makes a fresh table: every
+ * client's bucket is full again, so a client may get up to one extra
+ * burst across that upgrade (a budget, not a correctness property: no
+ * hold as the cache has).  A rollback leaves the old master on its own
+ * mapping, which it never unmapped.
+ *
+ * Layout (offsets from the start of the memfd):
  *
  *   offset 0   struct rl_head (64 bytes): magic, version, nslots,
  *              base_us (CLOCK_MONOTONIC when made)
@@ -47,12 +65,15 @@
 #include "ratelimit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "log.h"
@@ -76,6 +97,7 @@ _Static_assert(offsetof(struct rl_head, base_us) == 16, "rl_head layout");
 
 static struct rl_head *head;
 static size_t map_bytes;
+static int map_fd = -1; /* the memfd, kept for a binary upgrade */
 
 static uint64_t *
 slots(void)
@@ -92,28 +114,104 @@ mono_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* The table's size for nslots (a power of two, at least 64). */
+static uint32_t
+slots_for(uint32_t nslots)
+{
+    uint32_t n = 64;
+
+    while (n < nslots && n < (1u << 30))
+        n <<= 1;
+    return n;
+}
+
 int
 ratelimit_open(uint32_t nslots)
 {
-    uint32_t n = 64;
+    uint32_t n = slots_for(nslots);
+    size_t bytes = sizeof(struct rl_head) + (size_t)n * sizeof(uint64_t);
     void *p;
+    int fd, e;
 
     if (head != NULL)
         return 0;
-    while (n < nslots && n < (1u << 30))
-        n <<= 1;
-    map_bytes = sizeof(struct rl_head) + (size_t)n * sizeof(uint64_t);
-    p = mmap(NULL, map_bytes, PROT_READ | PROT_WRITE,
-             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    fd = memfd_create("apiary-ratelimit", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
         return -1;
+    if (ftruncate(fd, (off_t)bytes) < 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        goto fail;
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        goto fail;
     head = p;
+    map_bytes = bytes;
+    map_fd = fd;
     head->magic = RATELIMIT_MAGIC;
     head->version = RATELIMIT_VERSION;
     head->nslots = n;
     /* base slightly in the past so that a TAT of "now" is never 0 */
     head->base_us = mono_us() - 1;
     return 0;
+fail:
+    e = errno;
+    (void)close(fd);
+    errno = e;
+    return -1;
+}
+
+int
+ratelimit_adopt(int fd, uint32_t nslots, char *why, size_t cap)
+{
+    uint32_t n = slots_for(nslots);
+    size_t bytes = sizeof(struct rl_head) + (size_t)n * sizeof(uint64_t);
+    struct rl_head h;
+    struct stat sb;
+    int seals;
+    void *p;
+
+    if (head != NULL) {
+        snprintf(why, cap, "a table is already mapped");
+        goto refuse;
+    }
+    seals = fcntl(fd, F_GET_SEALS);
+    if (fstat(fd, &sb) < 0 || seals < 0 || !(seals & F_SEAL_SHRINK) ||
+        pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+        snprintf(why, cap, "descriptor %d is not a sealed rate-limit memfd",
+                 fd);
+        goto refuse;
+    }
+    if (h.magic != RATELIMIT_MAGIC || h.version != RATELIMIT_VERSION) {
+        snprintf(why, cap,
+                 "its layout differs (magic %#x, version %u; this binary "
+                 "has %#x, %u)",
+                 h.magic, h.version, RATELIMIT_MAGIC, RATELIMIT_VERSION);
+        goto refuse;
+    }
+    if (h.nslots != n || sb.st_size != (off_t)bytes) {
+        snprintf(why, cap,
+                 "its size differs (%u slots; ratelimit_slots here gives %u)",
+                 h.nslots, n);
+        goto refuse;
+    }
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        snprintf(why, cap, "mmap(): %s", strerror(errno));
+        goto refuse;
+    }
+    head = p;
+    map_bytes = bytes;
+    map_fd = fd;
+    return 0;
+refuse:
+    (void)close(fd);
+    return -1;
+}
+
+int
+ratelimit_fd(void)
+{
+    return map_fd;
 }
 
 void
@@ -125,6 +223,9 @@ ratelimit_close(void)
         log_error("munmap() of the rate-limit table failed: %s",
                   strerror(errno));
     head = NULL;
+    if (map_fd >= 0)
+        (void)close(map_fd);
+    map_fd = -1;
 }
 
 uint64_t

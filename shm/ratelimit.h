@@ -3,7 +3,8 @@
  * (SPEC 2, issue 10).  The design, memory ordering and crash story are at
  * the top of ratelimit.c.
  *
- * The master maps the table before it forks (ratelimit_open()); every
+ * The master maps the table before it forks (ratelimit_open(), or
+ * ratelimit_adopt() of the old master's in a binary upgrade); every
  * worker it forks, of every generation, shares it.  A worker asks
  * ratelimit_take() for one request of a client; the after-routing hook
  * ratelimit_route() does that and answers 429 when the answer is no.
@@ -12,6 +13,7 @@
 #define APIARY_RATELIMIT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define RATELIMIT_MAGIC 0x524c494du /* "RLIM" */
@@ -35,13 +37,29 @@ struct ratelimit {
 };
 
 /*
- * Master, before forking: maps a table of nslots (rounded up to a power of
- * two, at least 64) entries.  0, or -1 with errno from mmap().  Calling it
- * again while mapped does nothing (a reload keeps the budget).
+ * Master, before forking: makes a memfd "apiary-ratelimit" (close-on-exec,
+ * sealed against shrinking and growing) holding a table of nslots
+ * (rounded up to a power of two, at least 64) entries and maps it.  0, or
+ * -1 with errno from memfd_create(), ftruncate(), fcntl() or mmap().
+ * Calling it again while mapped does nothing (a reload keeps the budget).
  */
 int ratelimit_open(uint32_t nslots);
 
-/* Unmaps the table (master at exit, tests).  Safe when not open. */
+/*
+ * A new master of a binary upgrade, before forking: maps the old master's
+ * table from fd (its ratelimit_fd(), inherited across exec) when it is a
+ * sealed memfd whose magic, version and slot count are what
+ * ratelimit_open(nslots) would make in this binary; the budgets drawn so
+ * far stay drawn.  0; or -1 with a sentence in why (cap bytes) and fd
+ * closed, and the caller makes a fresh table with ratelimit_open().
+ */
+int ratelimit_adopt(int fd, uint32_t nslots, char *why, size_t cap);
+
+/* The descriptor of the mapped table's memfd (close-on-exec), or -1. */
+int ratelimit_fd(void);
+
+/* Unmaps the table and closes its memfd (master at exit, tests).  Safe
+ * when not open. */
 void ratelimit_close(void);
 
 /*

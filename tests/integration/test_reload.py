@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (APIARY_BIN, HOST, clean_env, children_of, pid_alive,
-                      proc_cmdline, scaled, wait_for)
+from conftest import (APIARY_BIN, HOST, RawClient, clean_env, children_of,
+                      get, pid_alive, proc_cmdline, scaled, wait_for)
 
 REQ = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -577,6 +577,86 @@ def test_two_binary_upgrades_under_load_lose_nothing(apiary, own_binary):
     finally:
         if pid_alive(master):
             stop_master(srv, master)
+
+
+def shm_segments(pid):
+    """{name: (device, inode)} of the apiary memfd segments pid maps, from
+    /proc/PID/maps ("... 00:01 1234 /memfd:apiary-cache (deleted)")."""
+    out = {}
+    with open("/proc/%d/maps" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5].startswith("/memfd:apiary-"):
+                out[parts[5][len("/memfd:"):]] = (parts[3], parts[4])
+    return out
+
+
+def test_upgrade_shares_cache_and_rate_limit_segments(apiary, own_binary):
+    """The new master maps the old one's cache and rate-limit memfds (one
+    cache: an old worker's invalidation reaches new workers; SPEC 5), and a
+    client's spent budget stays spent across the upgrade."""
+    burst = 60  # > the seconds an upgrade takes: a fresh table would show
+    srv = apiary(workers=2, ratelimit_rate=1, ratelimit_burst=burst)
+    srv.stopped = True  # its master leaves on purpose; we stop the new one
+    old = srv.proc.pid
+    old_workers = srv.worker_pids()
+    segs = shm_segments(old_workers[0])
+    assert set(segs) == {"apiary-cache", "apiary-ratelimit"}, segs
+    assert all(shm_segments(p) == segs for p in old_workers + [old])
+    # spend a client's whole budget (the limit is per address)
+    with RawClient(srv.port, source="127.0.0.2") as c:
+        seen = [c.request(get("/health")).status for _ in range(burst + 5)]
+    spent_at = time.monotonic()
+    assert seen.count(200) <= burst and 429 in seen, seen
+    replace_binary(own_binary)
+    new = upgrade(srv, old)
+    try:
+        new_workers = [p for p in children_of(new)
+                       if proc_cmdline(p).startswith("apiaryd: worker")]
+        assert new_workers
+        for p in new_workers + [new]:
+            assert shm_segments(p) == segs, (p, shm_segments(p), segs)
+        assert any("shares the old one's cache" in m
+                   for m in master_msgs(srv, new)), master_msgs(srv, new)
+        # the new generation draws on the same bucket: empty but for what
+        # refilled (1/s) since it was spent
+        with RawClient(srv.port, source="127.0.0.2") as c:
+            seen = [c.request(get("/health")).status for _ in range(burst)]
+        elapsed = time.monotonic() - spent_at
+        assert seen.count(200) <= int(elapsed) + 1, (seen, elapsed)
+        assert 429 in seen, (seen, elapsed)
+        assert srv.health().status == 200  # another address: its own budget
+    finally:
+        stop_master(srv, new)
+
+
+def test_upgrade_with_another_cache_size_gets_a_fresh_held_cache(
+        apiary, own_binary):
+    """A new master whose cache_size differs cannot share the old cache: it
+    makes its own, serves no hits while the old master runs (its workers
+    invalidate only theirs), and says so; the rate-limit table, whose size
+    did not change, is still shared."""
+    srv = apiary(workers=1)
+    srv.stopped = True
+    old = srv.proc.pid
+    segs = shm_segments(srv.worker_pids()[0])
+    text = srv.conf_path.read_text()
+    srv.conf_path.write_text(text + "cache_size = 32m\n")
+    new = upgrade(srv, old)
+    try:
+        msgs = master_msgs(srv, new)
+        assert any("cache cannot be shared: its size differs" in m
+                   for m in msgs), msgs
+        wait_for(lambda: any("the fresh cache serves from now on" in m
+                             for m in master_msgs(srv, new)),
+                 10, "the new master to release its fresh cache")
+        worker = [p for p in children_of(new)
+                  if proc_cmdline(p).startswith("apiaryd: worker")][0]
+        now = shm_segments(worker)
+        assert now["apiary-ratelimit"] == segs["apiary-ratelimit"]
+        assert now["apiary-cache"] != segs["apiary-cache"]
+    finally:
+        stop_master(srv, new)
 
 
 def test_upgrade_rollback_with_hup(apiary, own_binary):

@@ -2,7 +2,9 @@
  * test_cache.c - the shared cache's rules in one process: hit and miss,
  * validated copies, invalidation, the stale-fill race (a ticket older than
  * an invalidation or a flush), TTL, eviction in a full set, too-large
- * bodies, and the master's reclaim of a writer killed mid-claim.  The
+ * bodies, the master's reclaim of a writer killed mid-claim, and a binary
+ * upgrade's adoption of the memfd (or refusal, and the hold of a fresh
+ * cache).  The
  * multi-process stress and SIGKILL runs are tests/cache_torture.c.
  */
 #include <setjmp.h>
@@ -13,7 +15,10 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -267,6 +272,100 @@ test_killed_writer_reclaimed(void **state)
     cache_close(&c);
 }
 
+/* The new master's view of the old one's cache: the same entries, and an
+ * invalidation through either mapping is seen through the other. */
+static void
+test_adopt_shares_entries(void **state)
+{
+    struct cache *old = cache_open(1 << 20), *neu;
+    char buf[CACHE_BODY_MAX], why[200] = "";
+    int fd;
+
+    (void)state;
+    fill(old, CACHE_USER, 9, "{\"id\":9}", NULL);
+    fd = dup(cache_fd()); /* what the exec'd binary inherits */
+    assert_true(fd >= 0);
+    neu = cache_adopt(fd, 1 << 20, why, sizeof(why));
+    assert_non_null(neu);
+    assert_true(neu != old);
+    assert_int_equal(cache_fd(), fd);
+    assert_ptr_equal(cache_shared(), neu);
+    assert_int_equal(get(neu, CACHE_USER, 9, buf, sizeof(buf), NULL), 8);
+    cache_invalidate(neu, CACHE_USER, 9, NULL);
+    assert_int_equal(get(old, CACHE_USER, 9, buf, sizeof(buf), NULL), -1);
+    fill(old, CACHE_ORDER, 3, "x", NULL);
+    assert_int_equal(get(neu, CACHE_ORDER, 3, buf, sizeof(buf), NULL), 1);
+    cache_close(&neu);
+    assert_int_equal(fcntl(fd, F_GETFD), -1); /* closed with it */
+    cache_close(&old);
+}
+
+static void
+test_adopt_refuses_other_geometry(void **state)
+{
+    struct cache *c = cache_open(1 << 20);
+    char why[200] = "";
+    int fd, bad;
+    uint32_t junk[4] = {0x12345678u, 1, 0, 0};
+
+    (void)state;
+    /* another cache_size */
+    fd = dup(cache_fd());
+    assert_null(cache_adopt(fd, 2 << 20, why, sizeof(why)));
+    assert_non_null(strstr(why, "size differs"));
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+    assert_int_equal(errno, EBADF);
+    /* another layout (magic) in a sealed memfd of the right size */
+    bad = memfd_create("apiary-cache", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(bad >= 0);
+    assert_int_equal(ftruncate(bad, 1 << 20), 0);
+    assert_int_equal(fcntl(bad, F_ADD_SEALS, F_SEAL_SHRINK), 0);
+    assert_int_equal(pwrite(bad, junk, sizeof(junk), 0), (ssize_t)sizeof(junk));
+    assert_null(cache_adopt(bad, 1 << 20, why, sizeof(why)));
+    assert_non_null(strstr(why, "layout differs"));
+    /* not a sealed memfd */
+    bad = memfd_create("x", MFD_CLOEXEC);
+    assert_true(bad >= 0);
+    assert_int_equal(ftruncate(bad, 1 << 20), 0);
+    assert_null(cache_adopt(bad, 1 << 20, why, sizeof(why)));
+    assert_non_null(strstr(why, "not a sealed"));
+    /* the failed adoptions left the shared cache alone */
+    assert_ptr_equal(cache_shared(), c);
+    cache_close(&c);
+}
+
+/* A fresh cache held during an upgrade serves nothing, fills nothing,
+ * and after the release no fill ticketed during the hold is served. */
+static void
+test_hold_then_release(void **state)
+{
+    struct cache *c = cache_open(1 << 20);
+    struct cache_stats st;
+    struct cache_ticket t;
+    char buf[CACHE_BODY_MAX];
+
+    (void)state;
+    memset(&st, 0, sizeof(st));
+    fill(c, CACHE_USER, 1, "held", &st);
+    cache_hold(c);
+    assert_true(cache_held(c));
+    assert_int_equal(get(c, CACHE_USER, 1, buf, sizeof(buf), &st), -1);
+    cache_ticket(c, CACHE_USER, 2, &t); /* a miss during the hold */
+    assert_int_equal(cache_put(c, &t, 200, "old", 3, 0, 0, &st), -1);
+    assert_int_equal(st.not_stored, 1);
+    cache_release(c);
+    assert_false(cache_held(c));
+    /* both the entry from before the hold and the hold's ticket are
+     * outdated by the release's flush */
+    assert_int_equal(get(c, CACHE_USER, 1, buf, sizeof(buf), &st), -1);
+    assert_int_equal(cache_put(c, &t, 200, "old", 3, 0, 0, &st), -1);
+    fill(c, CACHE_USER, 2, "new", &st);
+    assert_int_equal(get(c, CACHE_USER, 2, buf, sizeof(buf), &st), 3);
+    cache_release(c); /* not held: nothing flushed */
+    assert_int_equal(get(c, CACHE_USER, 2, buf, sizeof(buf), &st), 3);
+    cache_close(&c);
+}
+
 int
 main(void)
 {
@@ -279,6 +378,9 @@ main(void)
         cmocka_unit_test(test_eviction_and_size),
         cmocka_unit_test(test_view_copy_validated_before_commit),
         cmocka_unit_test(test_killed_writer_reclaimed),
+        cmocka_unit_test(test_adopt_shares_entries),
+        cmocka_unit_test(test_adopt_refuses_other_geometry),
+        cmocka_unit_test(test_hold_then_release),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

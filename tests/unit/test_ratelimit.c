@@ -1,8 +1,8 @@
 /*
  * test_ratelimit.c - the shared GCRA table (shm/ratelimit.c): keys, the
  * bucket's arithmetic, one budget shared by forked processes taking at
- * once, a full table, and a process SIGKILLed while hammering the table
- * leaving nothing held.
+ * once, a full table, a process SIGKILLed while hammering the table
+ * leaving nothing held, and a binary upgrade's adoption of the memfd.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -188,6 +189,37 @@ test_table_full(void **state)
     assert_true(rl.stats.table_full < 64);
 }
 
+/* The new binary maps the old one's table: a spent budget stays spent;
+ * another ratelimit_slots gets a refusal (and a fresh table). */
+static void
+test_adopt_keeps_budget(void **state)
+{
+    struct ratelimit rl = {.rate = 1, .burst = 3};
+    char why[200] = "";
+    uint64_t t = now_us();
+    int fd;
+
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ratelimit_take(&rl, 77, t), 0);
+    assert_true(ratelimit_take(&rl, 77, t) > 0);
+    fd = dup(ratelimit_fd()); /* what the exec'd binary inherits */
+    assert_true(fd >= 0);
+    ratelimit_close(); /* the old mapping goes with the exec */
+    assert_int_equal(ratelimit_adopt(fd, 4096, why, sizeof(why)), 0);
+    assert_int_equal(ratelimit_fd(), fd);
+    assert_true(ratelimit_take(&rl, 77, t) > 0);
+    assert_int_equal(ratelimit_take(&rl, 78, t), 0); /* others unaffected */
+    /* the adopted descriptor with another size: refused, closed */
+    fd = dup(ratelimit_fd());
+    ratelimit_close();
+    assert_int_equal(ratelimit_adopt(fd, 64, why, sizeof(why)), -1);
+    assert_non_null(strstr(why, "size differs"));
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+    assert_int_equal(ratelimit_open(4096), 0); /* fresh: full buckets */
+    assert_int_equal(ratelimit_take(&rl, 77, t), 0);
+}
+
 int
 main(void)
 {
@@ -197,6 +229,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_shared_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_killed_taker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_table_full, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_adopt_keeps_budget, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
