@@ -7,6 +7,16 @@
  * in-flight list (fl) to the held list (grp) until the sync ends the
  * batch (end_batch()).  Batches are answered in the order they were sent,
  * so fl and grp only ever hold the oldest unfinished batch at their heads.
+ * A sync has a result of its own besides PGRES_PIPELINE_SYNC when the
+ * commit fails (a lock wait at commit: commit_failed()), so a result is
+ * a query's only if that query was sent in the oldest unfinished batch:
+ * each query carries its batch's number (pg_query.batch), and a result
+ * that no query of that batch is waiting for is the sync's.  Taking it
+ * for the next batch's first query put every later result one query off
+ * (a GET answered from a PATCH's row).  As a last guard, a result whose
+ * column count is not its statement's (learnt with Describe when
+ * preparing) closes the connection as out of step, like a result nobody
+ * waits for.
  *
  * A failed batch (SPEC 6: only the failing query fails): the server
  * stops at the first error, rolls the implicit transaction back at the
@@ -157,7 +167,10 @@ struct pg {
     bool wait_swept;    /* wait swept for cancelled queries this iteration */
     bool failed;        /* the oldest unfinished batch had a query fail */
     uint32_t syncs_out; /* syncs sent, not yet answered */
-    uint32_t next_seq;  /* pg_query.seq of the next submission */
+    uint32_t batch_sent;  /* pg_query.batch of the next batch sent (wraps) */
+    uint32_t batch_done;  /* pg_query.batch of the oldest unfinished batch */
+    int *nfields;         /* per statement: the columns it returns */
+    uint32_t next_seq;    /* pg_query.seq of the next submission */
     uint32_t redo_writes; /* queries redo, writing, with an origin */
 
     unsigned prep_seen;    /* PREPARING: results read (schema, statements) */
@@ -331,6 +344,7 @@ send_query(struct pg *pg, struct pg_query *q)
                              NULL, s->binary ? 1 : 0))
         return -1;
     q->res = NULL;
+    q->batch = pg->batch_sent;
     push(&pg->fl, q);
     return 0;
 }
@@ -389,6 +403,7 @@ send_batch(struct pg *pg, struct qlist *l)
     if (!PQpipelineSync(pg->conn))
         return -1;
     pg->syncs_out++;
+    pg->batch_sent++;
     return 0;
 refused:
     append(&pg->retry, &order);
@@ -557,12 +572,13 @@ schema_too_old(struct pg *pg, const char *diag)
 }
 
 /*
- * One result of PREPARING: first the schema check, then one per
- * statement, then that of SET lock_timeout if lock_wait_ms is set, then
- * the sync.  Any failure closes the connection through
- * lost() (backoff, retry): a worker that is serving must not exit because
- * schema_migrations was locked or its backend terminated while it
- * reconnected.  Returns 0, or -1 once the connection is closed.
+ * One result of PREPARING: first the schema check, then two per
+ * statement (Prepare, Describe), then that of LISTEN if listen is set,
+ * then that of SET lock_timeout if lock_wait_ms is set, then the sync.  Any
+ * failure closes the connection through lost() (backoff, retry): a worker that
+ * is serving must not exit because schema_migrations was locked or its backend
+ * terminated while it reconnected.  Returns 0, or -1 once the connection is
+ * closed.
  */
 static int
 prep_result(struct pg *pg, PGresult *res)
@@ -603,30 +619,34 @@ prep_result(struct pg *pg, PGresult *res)
         return 0;
     }
     if (i >= pg->prep_results || st != PGRES_COMMAND_OK) {
-        if (i == pg->nstmts + 1 && pg->ev.listen)
+        if (i == 2 * pg->nstmts + 1 && pg->ev.listen)
             snprintf(msg, sizeof(msg), "LISTEN %s failed: %s", pg->ev.listen,
                      PQresultErrorMessage(res));
-        else if (i > pg->nstmts)
+        else if (i > 2 * pg->nstmts)
             snprintf(msg, sizeof(msg), "setting lock_timeout failed: %s",
                      PQresultErrorMessage(res));
         else
-            snprintf(msg, sizeof(msg), "preparing statement %s failed: %s",
-                     pg->stmts[i - 1].name, PQresultErrorMessage(res));
+            snprintf(msg, sizeof(msg), "%s statement %s failed: %s",
+                     i % 2 ? "preparing" : "describing",
+                     pg->stmts[(i - 1) / 2].name, PQresultErrorMessage(res));
         PQclear(res);
         lost(pg, msg);
         return -1;
     }
+    if (i <= 2 * pg->nstmts && i % 2 == 0)
+        pg->nfields[(i - 1) / 2] = PQnfields(res); /* a Describe's */
     PQclear(res);
     return 0;
 }
 
 /*
- * Connected: the schema check, a Prepare per statement, the session's
- * lock_timeout and one sync, in one write.  A statement that does not
- * prepare (a table missing) fails after the schema check has already said
- * why.  lock_timeout comes last so that the schema check and the Prepares
- * wait for locks until statement_timeout (see the top); the SET commits
- * with the rest at the sync, or the connection is closed.
+ * Connected: the schema check, a Prepare and a Describe per statement
+ * (how many columns it returns: drain() checks every result against it),
+ * LISTEN, the session's lock_timeout and one sync, in one write.  A statement
+ * that does not prepare (a table missing) fails after the schema check has
+ * already said why.  lock_timeout comes last so that the schema check and the
+ * Prepares wait for locks until statement_timeout (see the top); the SET
+ * commits with the rest at the sync, or the connection is closed.
  */
 static void
 connected(struct pg *pg)
@@ -637,14 +657,16 @@ connected(struct pg *pg)
         goto fail;
     pg->state = PG_PREPARING;
     pg->prep_seen = 0;
-    pg->prep_results =
-        pg->nstmts + 1 + (pg->lock_wait_ms ? 1 : 0) + (pg->ev.listen ? 1 : 0);
+    pg->prep_results = 2 * pg->nstmts + 1 + (pg->lock_wait_ms ? 1 : 0) +
+                       (pg->ev.listen ? 1 : 0);
+    pg->batch_sent = pg->batch_done = 0;
     if (!PQsendQueryParams(pg->conn, SCHEMA_QUERY, 0, NULL, NULL, NULL, NULL,
                            0))
         goto fail;
     for (unsigned i = 0; i < pg->nstmts; i++)
         if (!PQsendPrepare(pg->conn, pg->stmts[i].name, pg->stmts[i].sql,
-                           pg->stmts[i].nparams, NULL))
+                           pg->stmts[i].nparams, NULL) ||
+            !PQsendDescribePrepared(pg->conn, pg->stmts[i].name))
             goto fail;
     if (pg->ev.listen) {
         /* heard from the sync on, before ready (pg.h, pg_events) */
@@ -1032,6 +1054,51 @@ one_result(struct pg *pg, struct pg_query *q, PGresult *res)
 }
 
 /*
+ * The oldest batch's sync was answered with an error (res) before
+ * PGRES_PIPELINE_SYNC: all its queries ran, and then its commit failed,
+ * so everything it wrote rolled back.  Commit takes locks too: NOTIFY's
+ * (pg_notify() in a write) serialises the commits of every session that
+ * notifies, and a deferred check may wait for a row; with lock_timeout set
+ * such a wait fails with 55P03 here, after the last query's result.  The
+ * reads sent ahead of the writes completed already (their results do
+ * not depend on the commit).  As for a query that fails, one query alone
+ * takes the failure: the first held, which is parked after a lock wait
+ * (it then commits alone, as often as needed) or completes with res; the
+ * others are rolled back and resent at the sync.  So a commit that keeps
+ * failing costs a query each time, and ends.
+ */
+static void
+commit_failed(struct pg *pg, PGresult *res)
+{
+    struct pg_query *first;
+
+    if (pg->failed) { /* rolled back already; not expected from a server */
+        PQclear(res);
+        return;
+    }
+    pg->failed = true;
+    first = pop(&pg->grp);
+    for (struct pg_query *h = pg->grp.head; h; h = h->next) {
+        PQclear(h->res);
+        h->res = NULL;
+        mark_redo(pg, h);
+    }
+    append(&pg->retry, &pg->grp);
+    note_sizes(pg);
+    if (first == NULL) { /* reads only, answered */
+        PQclear(res);
+        return;
+    }
+    PQclear(first->res);
+    first->res = NULL;
+    if (lock_park(pg, first, res)) {
+        PQclear(res);
+        return;
+    }
+    complete(pg, first, res);
+}
+
+/*
  * A sync arrived: the oldest batch is over.  Committed: every held query
  * completes with its result, in order.  Failed: the retry list goes out
  * again as one batch.  Returns -1 if libpq refused to send (lost).
@@ -1097,21 +1164,40 @@ drain(struct pg *pg)
         }
         if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
             PQclear(res);
-            if (pg->syncs_out == 0) {
+            if (pg->syncs_out == 0 ||
+                (pg->fl.head && pg->fl.head->batch == pg->batch_done)) {
                 log_error("database sent a sync out of step");
                 return -1;
             }
             pg->syncs_out--;
+            pg->batch_done++;
             if (end_batch(pg) < 0)
                 return -1;
             continue;
         }
-        q = pop(&pg->fl);
-        if (q == NULL) {
+        q = pg->fl.head;
+        if (q == NULL || q->batch != pg->batch_done) {
+            /* every query of the oldest batch has its result: this one
+             * is its sync's, an error of its commit */
+            if (pg->syncs_out == 0 ||
+                PQresultStatus(res) != PGRES_FATAL_ERROR) {
+                PQclear(res);
+                log_error("database sent a result nobody waits for");
+                return -1;
+            }
+            commit_failed(pg, res);
+            continue;
+        }
+        if (result_ok(res) && PQnfields(res) != pg->nfields[q->stmt]) {
+            /* another statement's result: the stream is out of step */
+            log_error("database sent a result of %d columns for statement "
+                      "%s, which returns %d",
+                      PQnfields(res), pg->stmts[q->stmt].name,
+                      pg->nfields[q->stmt]);
             PQclear(res);
-            log_error("database sent a result nobody waits for");
             return -1;
         }
+        (void)pop(&pg->fl);
         one_result(pg, q, res);
     }
     return 0;
@@ -1188,7 +1274,10 @@ pg_new(struct loop *loop, const char *conninfo, const struct pg_stmt_def *stmts,
     if (pg == NULL)
         return NULL;
     pg->conninfo = strdup(conninfo);
-    if (pg->conninfo == NULL) {
+    pg->nfields = calloc(nstmts ? nstmts : 1, sizeof(*pg->nfields));
+    if (pg->conninfo == NULL || pg->nfields == NULL) {
+        free(pg->conninfo);
+        free(pg->nfields);
         free(pg);
         return NULL;
     }
@@ -1226,6 +1315,7 @@ pg_free(struct pg **pgp)
     pg->conn = NULL;
     fail_all(pg, "worker exiting");
     free(pg->conninfo);
+    free(pg->nfields);
     free(pg);
     *pgp = NULL;
 }

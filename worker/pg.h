@@ -16,6 +16,9 @@
  * fails, the batch rolls back as a whole; the failing query alone completes
  * with its error, and all the others are sent again together as one new batch
  * (one sync), which may fail and shrink again (pg.c has the details).
+ * A commit that fails (it waited too long for a lock: NOTIFY's, a
+ * deferred check's) is taken as a failure of the batch's first held
+ * query, the same way.
  *
  * Reads first (SPEC 6: reads never wait for another request's commit):
  * each batch sends its read-only statements (pg_stmt_def.read_only) before
@@ -149,6 +152,7 @@ struct pg_query {
     bool redo;              /* rolled back once: to run again */
     bool lock_waited;       /* lock_since_ms is set */
     uint32_t seq;           /* submission order (wraps) */
+    uint32_t batch;         /* the batch it was last sent in (wraps) */
     uint64_t lock_since_ms; /* loop time its first lock wait began */
     uint64_t retry_at_ms;   /* parked after a lock wait: when to resend */
 };

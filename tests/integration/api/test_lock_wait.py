@@ -315,3 +315,67 @@ def test_lock_wait_off_keeps_waiting_in_postgres(start_api):
     finally:
         lock.release()
     assert all_workers_status(srv)[1]["db_lock_retries"] == 0
+
+
+# A deferred check that takes an advisory lock at commit: a stand-in for
+# the locks a commit itself waits for (NOTIFY's queue lock, which every
+# PATCH takes through pg_notify(); a deferred foreign key check).
+COMMIT_GATE = """
+CREATE FUNCTION commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(4242);
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER commit_gate AFTER UPDATE ON users
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION commit_gate();
+"""
+
+
+def commit_waits(srv):
+    """True while a worker's commit waits for the advisory lock."""
+    return srv.db.count(
+        "pg_stat_activity", "application_name LIKE 'apiaryd worker%'"
+        " AND wait_event = 'advisory' AND datname = current_database()") > 0
+
+
+def test_commit_that_waits_for_a_lock_keeps_results_in_step(start_api, fresh_db):
+    """A batch whose queries all ran but whose commit waited too long for a
+    lock: PostgreSQL answers the batch's sync with a 55P03 error, a result
+    that belongs to no query.  The PATCH whose commit waits must be retried
+    (and answer 200 once the lock goes), and a GET of another row sent in
+    the next batch meanwhile must get its own row.  (Before, the sync's
+    error was taken for the next query's result, and from then on every
+    result went to the query after its own: GETs answered with another
+    statement's row, PATCHes 503, until the connection was reset.)"""
+    fresh_db.execute(COMMIT_GATE)
+    srv = start_api(database=fresh_db, workers=1, db_lock_wait_ms=ms(0.5),
+                    statement_timeout_ms=ms(30), request_timeout_ms=ms(60))
+    a = create_user(srv.client, name="A 0")
+    b = create_user(srv.client, name="B")
+    for i in range(1, 4):
+        name = "A %d" % i
+        gate = fresh_db.connect()
+        try:
+            gate.execute("SELECT pg_advisory_lock(4242)")
+            with srv.connect(timeout=60) as writer, srv.connect(timeout=10) as reader:
+                writer.send(patch_request(a["id"], name))
+                wait_for(lambda: commit_waits(srv), 10,
+                         "the PATCH's commit to wait for the lock")
+                for _ in range(3):
+                    g = reader.request(get("/users/%d" % b["id"]))
+                    assert g.status == 200 and g.json() == b, (
+                        "round %d: GET of another row while a commit waits: %r"
+                        % (i, g.body[:300]))
+                assert unanswered(writer), writer.buf[:300]
+                gate.execute("SELECT pg_advisory_unlock(4242)")
+                p = writer.read_final_response(timeout=10)
+                assert p.status == 200 and p.json()["name"] == name, (
+                    "round %d: %r" % (i, p.body[:300]))
+        finally:
+            gate.close()
+        r = srv.client.get("/users/%d" % a["id"])
+        assert r.status_code == 200 and r.json()["name"] == name, r.text
+        r = srv.client.get("/users/%d" % b["id"])
+        assert r.status_code == 200 and r.json() == b, r.text
+    assert fresh_db.query("SELECT name FROM users WHERE id = %s",
+                          (a["id"],)) == [(name,)]
