@@ -489,6 +489,7 @@ relay_flush(bool shutting_down)
 }
 
 static void retire(struct gen *g);
+static void abandon_start(struct gen *g, uint64_t now);
 static void retire_all(void);
 static void finish_upgrade(void);
 
@@ -634,12 +635,7 @@ reap(bool shutting_down)
                       "serving",
                       s->id, g->number, g->reason[0] ? ": " : "", g->reason,
                       cur ? cur->number : 0);
-            g->state = GEN_RETIRING;
-            g->deadline_ms = now + FAST_KILL_MS;
-            signal_gen(g, SIGTERM);
-            (void)daemon_notify("READY=1\nSTATUS=reload failed; serving "
-                                "generation %u",
-                                cur ? cur->number : 0);
+            abandon_start(g, now);
         }
         if (g->state == GEN_RETIRING) {
             if (gen_live(g) == 0) {
@@ -679,6 +675,21 @@ reap(bool shutting_down)
 /* ---- reload ---- */
 
 /* g stops serving: its workers hand their connections over, then exit. */
+/*
+ * A starting generation that failed (a worker exited before it was
+ * ready, or it ran out of time): its workers go, the current generation
+ * keeps serving, and systemd hears that the reload is over.
+ */
+static void
+abandon_start(struct gen *g, uint64_t now)
+{
+    g->state = GEN_RETIRING;
+    g->deadline_ms = now + FAST_KILL_MS;
+    signal_gen(g, SIGTERM);
+    (void)daemon_notify("READY=1\nSTATUS=reload failed; serving generation %u",
+                        cur ? cur->number : 0);
+}
+
 static void
 retire(struct gen *g)
 {
@@ -869,12 +880,7 @@ check_starting(uint64_t now)
                       g->number, g->cfg->start_timeout_ms + START_MARGIN_MS,
                       g->reason[0] ? ": " : "", g->reason,
                       cur ? cur->number : 0);
-            g->state = GEN_RETIRING;
-            g->deadline_ms = now + FAST_KILL_MS;
-            signal_gen(g, SIGTERM);
-            (void)daemon_notify("READY=1\nSTATUS=reload failed; serving "
-                                "generation %u",
-                                cur ? cur->number : 0);
+            abandon_start(g, now);
         }
     }
 }
