@@ -158,6 +158,19 @@ handle_validated(struct request *r, void *arg)
         request_reply(r, 203, "{\"plain\":1}", 11, NULL, 0);
 }
 
+/* A torn copy, then the database path (deferred): as api.c's cache miss
+ * after a refused hit. */
+static void
+handle_torn_then_defer(struct request *r, void *arg)
+{
+    static const char torn[] = "{\"torn\":1}";
+
+    assert_int_equal(
+        request_reply_validated(r, 200, torn, sizeof(torn) - 1, say_no, NULL),
+        -1);
+    handle_defer(r, arg);
+}
+
 /* Completes the i-th deferred request with 201 "{}". */
 static void
 complete(unsigned i)
@@ -201,6 +214,10 @@ setup_ctx(uint32_t keepalive_ms, uint32_t request_timeout_ms)
                      0);
     assert_int_equal(router_add(&h.router, HTTP_GET, "/defer",
                                 (router_handler_fn)handle_defer, NULL),
+                     0);
+    assert_int_equal(router_add(&h.router, HTTP_GET, "/torn-defer",
+                                (router_handler_fn)handle_torn_then_defer,
+                                NULL),
                      0);
     assert_int_equal(router_add(&h.router, HTTP_GET, "/validated",
                                 (router_handler_fn)handle_validated, NULL),
@@ -720,6 +737,32 @@ test_validated_reply(void **state)
     close(fd);
 }
 
+/* A refused (torn) validated copy followed by the database path, as
+ * api.c does after a torn cache hit: nothing of the torn copy reaches the
+ * client, and the deferred request still gets its 504 (request_defer()
+ * arms the request timer). */
+static void
+test_torn_copy_keeps_request_timeout(void **state)
+{
+    bool eof;
+    int fd;
+
+    (void)state;
+    setup_ctx(100, 2000);
+    fd = client_connect();
+    send_str(fd, "GET /torn-defer HTTP/1.1\r\nHost: a\r\n\r\n");
+    advance(1900);
+    assert_string_equal(recv_all(fd, &eof), "");
+    advance(200);
+    assert_non_null(strstr(recv_all(fd, &eof), "504 Gateway Timeout"));
+    assert_null(strstr(recv_all(fd, &eof), "torn"));
+    assert_int_equal(validations, 1);
+    assert_int_equal(h.aborts, 1);
+    assert_int_equal(h.ndone, 1);
+    assert_int_equal(h.done[0].status, 504);
+    close(fd);
+}
+
 /* ---- issue 9: hand-over ---- */
 
 static int handover_fds[8];
@@ -846,6 +889,8 @@ main(void)
                                   teardown),
         cmocka_unit_test_teardown(test_serialise_hook_adds_header, teardown),
         cmocka_unit_test_teardown(test_validated_reply, teardown),
+        cmocka_unit_test_teardown(test_torn_copy_keeps_request_timeout,
+                                  teardown),
         cmocka_unit_test_teardown(test_hand_over_idle_then_busy, teardown),
         cmocka_unit_test_teardown(test_adopted_connection_is_served, teardown),
     };
